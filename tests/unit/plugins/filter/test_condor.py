@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import sys
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+condor = sys.modules["condorlab_filter_condor"]
+
+
+def test_renders_sorted_lines():
+    knobs = {"UPDATE_INTERVAL": 2, "CONDOR_HOST": "cm", "RunBenchmarks": False, "X": None}
+    assert condor.condor_config_lines(knobs) == ["CONDOR_HOST = cm", "RunBenchmarks = False", "UPDATE_INTERVAL = 2"]
+
+
+def test_lists_and_booleans():
+    knobs = {"ALLOW_READ": ["cm", "hub"], "TRUST_UID_DOMAIN": True}
+    assert condor.condor_config_lines(knobs) == ["ALLOW_READ = cm, hub", "TRUST_UID_DOMAIN = True"]
+
+
+def test_empty_value_is_allowed():
+    assert condor.condor_config_lines({"STARTD_ATTRS": ""}) == ["STARTD_ATTRS ="]
+
+
+@pytest.mark.parametrize("name", ["1ABC", "BAD NAME", "A=B", "", "X\nY"])
+def test_bad_names_are_refused(name):
+    with pytest.raises(AnsibleFilterError, match="not a valid HTCondor knob name"):
+        condor.condor_config_lines({name: 1})
+
+
+def test_line_break_in_value_is_refused():
+    with pytest.raises(AnsibleFilterError, match="START contains a line break"):
+        condor.condor_config_lines({"START": "True\nSTART = False"})
+
+
+def test_unsupported_types_are_refused():
+    with pytest.raises(AnsibleFilterError, match="ALLOW_READ is a dict"):
+        condor.condor_config_lines({"ALLOW_READ": {"a": 1}})
+    with pytest.raises(AnsibleFilterError, match="expected a mapping"):
+        condor.condor_config_lines(["A"])
+
+
+def test_filter_is_registered():
+    assert condor.FilterModule().filters()["condor_config_lines"] is condor.condor_config_lines
