@@ -1,6 +1,7 @@
 # Copyright: condorlab contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters that turn inventory data into HTCondor configuration."""
+
 from __future__ import annotations
 
 import re

@@ -99,7 +99,10 @@ reason:
   type: str
   sample: scopes differ
 claims:
-  description: Non-secret claims of the token now in place (C(sub), C(iss), C(kid), C(scope), C(iat), C(exp)); empty when absent or in check mode before minting.
+  description:
+    - Non-secret claims of the token now in place (C(sub), C(iss), C(kid),
+      C(scope), C(iat), C(exp)).
+    - Empty when absent, or in check mode before minting.
   returned: always
   type: dict
 """
@@ -114,8 +117,15 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.condor_files import fix_mode, read_bytes, write_secret
 
 AUTHZ_LEVELS = (
-    "READ", "WRITE", "ADMINISTRATOR", "CONFIG", "DAEMON", "NEGOTIATOR", "ADVERTISE_MASTER",
-    "ADVERTISE_STARTD", "ADVERTISE_SCHEDD",
+    "READ",
+    "WRITE",
+    "ADMINISTRATOR",
+    "CONFIG",
+    "DAEMON",
+    "NEGOTIATOR",
+    "ADVERTISE_MASTER",
+    "ADVERTISE_STARTD",
+    "ADVERTISE_SCHEDD",
 )
 
 
@@ -177,7 +187,9 @@ def run(module: AnsibleModule) -> dict:
     result = {"changed": False, "path": path, "reason": "", "claims": {}}
     for level in params["authz"]:
         if level not in AUTHZ_LEVELS:
-            module.fail_json(msg=f"authz: {level!r} is not an HTCondor authorization level; use one of {', '.join(AUTHZ_LEVELS)}")
+            module.fail_json(
+                msg=f"authz: {level!r} is not an HTCondor authorization level; use one of {', '.join(AUTHZ_LEVELS)}"
+            )
     if "@" not in params["identity"]:
         module.fail_json(msg=f"identity: {params['identity']!r} must have the form user@domain")
     if params["lifetime"] < 0:
@@ -195,6 +207,10 @@ def run(module: AnsibleModule) -> dict:
     try:
         key_mtime = os.stat(key_path).st_mtime
     except FileNotFoundError:
+        if module.check_mode:
+            # The key is installed by an earlier task that check mode did not run.
+            result.update(changed=True, reason="signing key not installed yet")
+            return result
         module.fail_json(msg=f"key: signing key {key_path} does not exist; create it first (condor_signing_key)")
 
     claims = decode_claims(current.decode("ascii", "replace")) if current is not None else None

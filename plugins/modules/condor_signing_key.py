@@ -100,6 +100,10 @@ def run(module: AnsibleModule) -> dict:
     directory = module.params["directory"]
     path = os.path.join(directory, name)
     if not os.path.isdir(directory):
+        if module.check_mode:
+            # HTCondor is not installed yet: a real run would install it first.
+            action = "installed" if module.params["content_b64"] is not None else "generated"
+            return {"changed": True, "path": path, "action": action, "fingerprint": ""}
         module.fail_json(msg=f"directory: {directory} does not exist; install HTCondor first")
 
     current = read_bytes(path)

@@ -1,4 +1,5 @@
 """Make the project's plugins importable the way Ansible loads them."""
+
 from __future__ import annotations
 
 import importlib.util

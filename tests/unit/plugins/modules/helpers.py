@@ -1,4 +1,5 @@
 """Run an Ansible module's main() in-process and capture its result."""
+
 from __future__ import annotations
 
 import json

@@ -112,16 +112,16 @@ def test_stale_tokens_are_reminted(bed, capsys, token_kwargs, reason):
 def test_lifetime_and_renewal(bed, capsys):
     bed.path.write_text(make_token(exp=time.time() + 3600))
     failed, result = run_module(module, bed.args(lifetime=86400 * 7), capsys)
-    assert result["reason"] == "token expires soon"
+    assert not failed and result["reason"] == "token expires soon"
     assert "-lifetime 604800" in bed.calls.read_text()
     failed, result = run_module(module, bed.args(lifetime=86400 * 7), capsys)
-    assert not result["changed"]
+    assert not failed and not result["changed"]
 
 
 def test_garbage_file_is_replaced(bed, capsys):
     bed.path.write_text("not a token")
     failed, result = run_module(module, bed.args(), capsys)
-    assert result["changed"] and result["reason"] == "the file does not hold a token"
+    assert not failed and result["changed"] and result["reason"] == "the file does not hold a token"
 
 
 def test_check_mode_mints_nothing(bed, capsys):
@@ -133,9 +133,9 @@ def test_check_mode_mints_nothing(bed, capsys):
 def test_absent_removes(bed, capsys):
     run_module(module, bed.args(), capsys)
     failed, result = run_module(module, bed.args(state="absent"), capsys)
-    assert result["changed"] and not bed.path.exists()
+    assert not failed and result["changed"] and not bed.path.exists()
     failed, result = run_module(module, bed.args(state="absent"), capsys)
-    assert not result["changed"]
+    assert not failed and not result["changed"]
 
 
 def test_missing_key_is_a_clear_error(bed, capsys):
@@ -145,7 +145,11 @@ def test_missing_key_is_a_clear_error(bed, capsys):
 
 @pytest.mark.parametrize(
     ("extra", "field"),
-    [({"authz": ["READ", "EVERYTHING"]}, "authz"), ({"identity": "condor"}, "identity"), ({"lifetime": -5}, "lifetime")],
+    [
+        ({"authz": ["READ", "EVERYTHING"]}, "authz"),
+        ({"identity": "condor"}, "identity"),
+        ({"lifetime": -5}, "lifetime"),
+    ],
 )
 def test_bad_input_names_the_field(bed, capsys, extra, field):
     failed, result = run_module(module, bed.args(**extra), capsys)
@@ -159,3 +163,8 @@ def test_failed_mint_is_reported(bed, tmp_path, capsys):
     broken.chmod(0o755)
     failed, result = run_module(module, bed.args(token_create=str(broken)), capsys)
     assert failed and "rc=2" in result["msg"] and not bed.path.exists()
+
+
+def test_check_mode_before_the_key_exists(bed, capsys):
+    failed, result = run_module(module, bed.args(key="NOT_YET"), capsys, check_mode=True)
+    assert not failed and result["changed"] and result["reason"] == "signing key not installed yet"

@@ -24,7 +24,7 @@ def keydir(tmp_path):
 def store_cred(tmp_path, keydir):
     """A stand-in for condor_store_cred that stores stdin as the key."""
     script = tmp_path / "condor_store_cred"
-    script.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/args\numask 077\ncat > {keydir}/POOL\n")
+    script.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\numask 077\ncat > {keydir}/POOL\n')
     script.chmod(0o755)
     return script
 
@@ -94,7 +94,7 @@ def test_check_mode_writes_nothing(keydir, store_cred, capsys):
     assert not (keydir / "POOL").exists()
     args = {"directory": str(keydir), "content_b64": base64.b64encode(b"k").decode()}
     failed, result = run_module(module, args, capsys, check_mode=True)
-    assert result["changed"] and not (keydir / "POOL").exists()
+    assert not failed and result["changed"] and not (keydir / "POOL").exists()
 
 
 def test_loose_permissions_are_tightened(keydir, capsys):
@@ -102,7 +102,7 @@ def test_loose_permissions_are_tightened(keydir, capsys):
     os.chmod(keydir / "POOL", 0o644)
     args = {"directory": str(keydir), "content_b64": base64.b64encode(b"k").decode()}
     failed, result = run_module(module, args, capsys)
-    assert result["changed"] and result["action"] == "permissions"
+    assert not failed and result["changed"] and result["action"] == "permissions"
     assert mode_of(keydir / "POOL") == 0o600
 
 
@@ -133,3 +133,8 @@ def test_store_cred_failure_is_reported(keydir, tmp_path, capsys):
     script.chmod(0o755)
     failed, result = run_module(module, {"directory": str(keydir), "store_cred": str(script)}, capsys)
     assert failed and "rc=3" in result["msg"] and "broken" in result["msg"]
+
+
+def test_check_mode_before_htcondor_is_installed(tmp_path, capsys):
+    failed, result = run_module(module, {"directory": str(tmp_path / "nope")}, capsys, check_mode=True)
+    assert not failed and result["changed"] and result["action"] == "generated"

@@ -1,0 +1,87 @@
+"""The HTCondor pool: daemons per role, IDTOKENS, and a user's job on an execute node."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+from conftest import wait_for
+
+EXECUTE_NODES = {"wn1", "wn2"}
+
+
+def daemons(host) -> set[str]:
+    out = host.check_output("ps -eo comm --no-headers")
+    return {name for name in out.split() if name.startswith("condor_")}
+
+
+def test_each_host_runs_the_daemons_of_its_role(cm, hub, execute_nodes):
+    assert {"condor_collector", "condor_negotiator"} <= daemons(cm)
+    assert "condor_startd" not in daemons(cm) and "condor_schedd" not in daemons(cm)
+    assert "condor_schedd" in daemons(hub)
+    assert "condor_startd" not in daemons(hub) and "condor_collector" not in daemons(hub)
+    for node in execute_nodes:
+        assert "condor_startd" in daemons(node)
+        assert "condor_schedd" not in daemons(node)
+
+
+def test_collector_lists_the_slots_of_both_execute_nodes(cm):
+    def machines():
+        out = cm.check_output("condor_status -json -attributes Machine,State")
+        ads = json.loads(out) if out.strip() else []
+        return {ad["Machine"].split(".")[0] for ad in ads}
+
+    assert wait_for(lambda: machines() >= EXECUTE_NODES, timeout=60)
+    assert machines() == EXECUTE_NODES
+
+
+def test_collector_lists_the_hub_schedd(cm):
+    out = cm.check_output("condor_status -schedd -af Name")
+    assert any(name.split(".")[0] == "hub" for name in out.split())
+
+
+def test_signing_key_and_tokens_are_root_only(cm, hub, execute_nodes):
+    key = cm.file("/etc/condor/passwords.d/POOL").content
+    for host in [cm, hub, *execute_nodes]:
+        pool_key = host.file("/etc/condor/passwords.d/POOL")
+        assert pool_key.user == "root" and pool_key.mode == 0o600
+        assert pool_key.content == key, "every pool host holds the same signing key"
+        token = host.file("/etc/condor/tokens.d/condorlab-daemon")
+        assert token.user == "root" and token.mode == 0o600
+        assert host.run("su -s /bin/sh -c 'cat /etc/condor/tokens.d/condorlab-daemon' alice").rc != 0
+
+
+def test_daemons_authenticate_with_the_pool_token(cm):
+    # The collector knows the startds through authenticated IDTOKENS
+    # connections: the ads carry the authenticated identity.
+    out = cm.check_output("condor_status -af AuthenticatedIdentity")
+    identities = set(out.split())
+    assert identities == {"condor@condorlab.test"}
+
+
+def test_a_user_job_submitted_on_the_hub_runs_on_an_execute_node(hub):
+    submit = textwrap.dedent(
+        """\
+        executable = /bin/sh
+        arguments = "-c 'echo host=$(hostname) user=$(id -un)'"
+        output = probe.out
+        error = probe.err
+        log = probe.log
+        should_transfer_files = YES
+        request_memory = 64M
+        queue
+        """
+    )
+    hub.run("rm -rf /home/alice/pooltest")
+    hub.check_output("su - alice -c 'mkdir -p pooltest'")
+    hub.check_output(f"su - alice -c 'cat > pooltest/probe.sub' <<'EOF'\n{submit}EOF")
+    out = hub.check_output("su - alice -c 'cd pooltest && condor_submit -terse probe.sub'")
+    cluster = out.split(".")[0]
+    assert cluster.isdigit()
+    wait = hub.run(f"su - alice -c 'cd pooltest && condor_wait -wait 120 probe.log {cluster}'")
+    assert wait.rc == 0, wait.stdout + wait.stderr
+    result = dict(item.split("=") for item in hub.file("/home/alice/pooltest/probe.out").content_string.split())
+    assert result["host"] in EXECUTE_NODES
+    assert result["user"] == "alice"
+    history = json.loads(hub.check_output(f"condor_history -json {cluster} -attributes Owner,ExitCode,LastRemoteHost"))
+    assert history[0]["Owner"] == "alice" and history[0]["ExitCode"] == 0

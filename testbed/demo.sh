@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The `make demo` test bed: five podman containers that behave like hosts of a
+# small HTCondor site, deployed with site.yml.
+#
+# Usage: testbed/demo.sh up       create (or reuse) the containers and run site.yml
+#        testbed/demo.sh status   show what is running
+#        testbed/demo.sh down     remove the containers and their network
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(dirname "$here")
+network=condorlab-demo
+prefix=condorlab-demo
+hosts=(cm hub wn1 wn2 outsider)
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
+
+die() { echo "demo: $*" >&2; exit 1; }
+
+preconditions() {
+  [[ $(id -u) -eq 0 ]] || die "must run as root (the test bed uses rootful podman); try: sudo make demo"
+  command -v podman >/dev/null || die "podman not found; run 'make deps' (apt-get install podman runc debootstrap)"
+}
+
+up() {
+  preconditions
+  command -v ansible-playbook >/dev/null || die "ansible-playbook not found; run 'make deps' and use the Makefile"
+  local image
+  image=$("$here/build-image.sh")
+  podman network exists "$network" || podman network create "$network" >/dev/null
+  for h in "${hosts[@]}"; do
+    local name="$prefix-$h"
+    if podman container exists "$name"; then
+      [[ $(podman inspect -f '{{.State.Running}}' "$name") == true ]] || podman start "$name" >/dev/null
+      continue
+    fi
+    podman run -d --name "$name" --hostname "$h" --network "$network" --network-alias "$h" \
+      --cap-add NET_ADMIN --systemd always "$image" /sbin/init >/dev/null
+    echo "demo: started $name ($image)"
+  done
+  for h in "${hosts[@]}"; do
+    podman exec "$prefix-$h" systemctl is-system-running --wait >/dev/null 2>&1 || true
+  done
+  (cd "$top" && ansible-playbook -i inventories/testbed/hosts.yml site.yml)
+  status
+}
+
+status() {
+  preconditions
+  echo
+  echo "== condorlab demo =="
+  podman ps --filter "name=^$prefix-" --format '{{.Names}}\t{{.Status}}' | sed 's/^/  /'
+  if podman container exists "$prefix-cm"; then
+    echo
+    echo "HTCondor pool seen by the central manager (cm):"
+    podman exec "$prefix-cm" condor_status -any -af MyType Name 2>/dev/null | sed 's/^/  /' || echo "  (collector not answering)"
+    echo
+    echo "Try a job as the demo user alice on the access point (hub):"
+    echo "  podman exec -it $prefix-hub su - alice"
+    echo "  condor_run hostname"
+  fi
+  echo
+  echo "Remove the test bed with: make clean"
+}
+
+down() {
+  preconditions
+  for h in "${hosts[@]}"; do
+    podman rm -f -t 5 "$prefix-$h" >/dev/null 2>&1 || true
+  done
+  podman network exists "$network" && podman network rm "$network" >/dev/null
+  echo "demo: test bed removed"
+}
+
+case "${1:-}" in
+  up) up ;;
+  status) status ;;
+  down) down ;;
+  *) die "usage: $0 up|status|down" ;;
+esac
