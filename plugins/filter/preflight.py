@@ -20,7 +20,7 @@ description:
   - C(htcondor_settings_errors(settings, groups)) checks one host's HTCondor
     settings (keys C(manage_pool), C(central_manager), C(trust_domain),
     C(uid_domain), C(signing_key_b64)).
-  - C(local_users_errors(settings)) checks C(local_users) and
+  - C(local_users_errors(settings)) checks C(local_users_accounts) and
     C(local_users_groups) (keys of the same names).
 positional: _input
 options:
@@ -130,17 +130,17 @@ def local_users_errors(settings) -> list[str]:
             seen_gids[gid] = str(name)
     seen_uids: dict[int, str] = {}
     user_names = set()
-    for index, user in enumerate(settings.get("local_users") or []):
+    for index, user in enumerate(settings.get("local_users_accounts") or []):
         name, uid = user.get("name"), user.get("uid")
         if not isinstance(name, str) or not UNIX_NAME.match(name):
-            errors.append(f"local_users[{index}].name is {name!r}; use a lower-case Unix login name")
+            errors.append(f"local_users_accounts[{index}].name is {name!r}; use a lower-case Unix login name")
         elif name in user_names:
-            errors.append(f"local_users[{index}].name {name!r} is listed twice; keep one entry")
+            errors.append(f"local_users_accounts[{index}].name {name!r} is listed twice; keep one entry")
         user_names.add(name)
         if not isinstance(uid, int) or uid < 1000:
-            errors.append(f"local_users[{index}].uid is {uid!r}; use a number of 1000 or more")
+            errors.append(f"local_users_accounts[{index}].uid is {uid!r}; use a number of 1000 or more")
         elif uid in seen_uids:
-            errors.append(f"local_users[{index}].uid {uid} is also the uid of {seen_uids[uid]}; make it unique")
+            errors.append(f"local_users_accounts[{index}].uid {uid} is also the uid of {seen_uids[uid]}; make it unique")
         else:
             seen_uids[uid] = str(name)
     return errors

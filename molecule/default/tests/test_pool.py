@@ -11,8 +11,10 @@ EXECUTE_NODES = {"wn1", "wn2"}
 
 
 def daemons(host) -> set[str]:
-    out = host.check_output("ps -eo comm --no-headers")
-    return {name for name in out.split() if name.startswith("condor_")}
+    # Full command lines: ps truncates process names to 15 characters.
+    out = host.check_output("ps -eo args --no-headers")
+    names = {line.split()[0].rsplit("/", 1)[-1] for line in out.splitlines() if line.strip()}
+    return {name for name in names if name.startswith("condor_")}
 
 
 def test_each_host_runs_the_daemons_of_its_role(cm, hub, execute_nodes):
@@ -41,11 +43,11 @@ def test_collector_lists_the_hub_schedd(cm):
 
 
 def test_signing_key_and_tokens_are_root_only(cm, hub, execute_nodes):
-    key = cm.file("/etc/condor/passwords.d/POOL").content
+    key = cm.file("/etc/condor/passwords.d/POOL").sha256sum
     for host in [cm, hub, *execute_nodes]:
         pool_key = host.file("/etc/condor/passwords.d/POOL")
         assert pool_key.user == "root" and pool_key.mode == 0o600
-        assert pool_key.content == key, "every pool host holds the same signing key"
+        assert pool_key.sha256sum == key, "every pool host holds the same signing key"
         token = host.file("/etc/condor/tokens.d/condorlab-daemon")
         assert token.user == "root" and token.mode == 0o600
         assert host.run("su -s /bin/sh -c 'cat /etc/condor/tokens.d/condorlab-daemon' alice").rc != 0
@@ -60,10 +62,10 @@ def test_daemons_authenticate_with_the_pool_token(cm):
 
 
 def test_a_user_job_submitted_on_the_hub_runs_on_an_execute_node(hub):
+    script = "#!/bin/sh\necho host=$(hostname) user=$(id -un)\n"
     submit = textwrap.dedent(
         """\
-        executable = /bin/sh
-        arguments = "-c 'echo host=$(hostname) user=$(id -un)'"
+        executable = probe.sh
         output = probe.out
         error = probe.err
         log = probe.log
@@ -75,6 +77,7 @@ def test_a_user_job_submitted_on_the_hub_runs_on_an_execute_node(hub):
     hub.run("rm -rf /home/alice/pooltest")
     hub.check_output("su - alice -c 'mkdir -p pooltest'")
     hub.check_output(f"su - alice -c 'cat > pooltest/probe.sub' <<'EOF'\n{submit}EOF")
+    hub.check_output(f"su - alice -c 'cat > pooltest/probe.sh && chmod +x pooltest/probe.sh' <<'EOF'\n{script}EOF")
     out = hub.check_output("su - alice -c 'cd pooltest && condor_submit -terse probe.sub'")
     cluster = out.split(".")[0]
     assert cluster.isdigit()
