@@ -140,7 +140,9 @@ def local_users_errors(settings) -> list[str]:
         if not isinstance(uid, int) or uid < 1000:
             errors.append(f"local_users_accounts[{index}].uid is {uid!r}; use a number of 1000 or more")
         elif uid in seen_uids:
-            errors.append(f"local_users_accounts[{index}].uid {uid} is also the uid of {seen_uids[uid]}; make it unique")
+            errors.append(
+                f"local_users_accounts[{index}].uid {uid} is also the uid of {seen_uids[uid]}; make it unique"
+            )
         else:
             seen_uids[uid] = str(name)
     return errors
