@@ -9,10 +9,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export CONTAINERS_CONF := $(CURDIR)/testbed/containers.conf
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Debian packages the test bed needs on the machine that runs it.
-HOST_PACKAGES := podman runc debootstrap
+HOST_PACKAGES := podman runc debootstrap python3 python3-venv
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps root image demo status test lint unit molecule clean
+.PHONY: help deps host-packages root image demo status test lint unit molecule clean
 
 help:
 	@echo "make demo    build the test bed, deploy site.yml into it and show what runs"
@@ -23,7 +23,9 @@ root:
 	@[ "$$(id -u)" -eq 0 ] || { echo "condorlab: this target needs root (rootful podman, debootstrap); run it with sudo" >&2; exit 1; }
 
 # System packages (Debian) and the pinned Python tools in $(VENV).
-deps: root $(STAMP)
+deps: root host-packages $(STAMP)
+
+host-packages: root
 	@missing=""; for p in $(HOST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "condorlab: installing$$missing"; \
@@ -31,7 +33,7 @@ deps: root $(STAMP)
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(STAMP): requirements-dev.txt
+$(STAMP): requirements-dev.txt | host-packages
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
@@ -56,10 +58,10 @@ unit: $(STAMP)
 	python -m pytest -q tests/unit
 
 molecule: deps
-	CONDORLAB_IMAGE=$$(testbed/build-image.sh) molecule test --scenario-name default
+	image=$$(testbed/build-image.sh) && CONDORLAB_IMAGE=$$image molecule test --scenario-name default
 
 test: lint unit molecule
 
 clean: root
 	@testbed/demo.sh down
-	@-CONDORLAB_IMAGE=$$(testbed/build-image.sh --name) molecule destroy --scenario-name default >/dev/null 2>&1 || true
+	@-CONDORLAB_IMAGE=$$(testbed/build-image.sh --name) $(VENV)/bin/molecule destroy --scenario-name default >/dev/null 2>&1 || true

@@ -55,7 +55,13 @@ def condor_config_value(name: str, value) -> str:
                 f"condor_config_lines: the value of {name} contains a line break; "
                 "HTCondor knobs are one line (use a list for several items)"
             )
-        return value.strip()
+        value = value.strip()
+        if value.endswith("\\"):
+            raise AnsibleFilterError(
+                f"condor_config_lines: the value of {name} ends with a backslash, which would continue it "
+                "onto the next line of the file; remove the trailing backslash"
+            )
+        return value
     raise AnsibleFilterError(
         f"condor_config_lines: the value of {name} is a {type(value).__name__}; "
         "expected a string, number, boolean or list"
@@ -69,7 +75,7 @@ def condor_config_lines(knobs) -> list[str]:
         )
     lines = []
     for name in sorted(knobs, key=str):
-        if not isinstance(name, str) or not KNOB_NAME.match(name):
+        if not isinstance(name, str) or not KNOB_NAME.fullmatch(name):
             raise AnsibleFilterError(
                 f"condor_config_lines: {name!r} is not a valid HTCondor knob name; "
                 "use letters, digits, '_' and '.', not starting with a digit"

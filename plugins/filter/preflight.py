@@ -50,7 +50,11 @@ DOMAIN = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
 UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-PLACEHOLDERS = ("changeme", "change-me", "change_me", "replace", "placeholder", "secret", "password", "todo", "xxx")
+# Values people leave in an inventory instead of a key: refused when they are
+# the whole value, or (for the long words, which random base64 practically
+# never contains) a part of it.
+PLACEHOLDERS = ("secret", "password", "todo", "xxx", "key", "none", "null")
+PLACEHOLDER_WORDS = ("changeme", "change-me", "change_me", "replaceme", "replace-me", "replace_me", "placeholder")
 MIN_KEY_BYTES = 16
 
 
@@ -77,7 +81,7 @@ def _domain_errors(settings: dict) -> list[str]:
     errors = []
     for var in ("central_manager", "trust_domain", "uid_domain"):
         value = settings.get(var)
-        if not isinstance(value, str) or not DOMAIN.match(value):
+        if not isinstance(value, str) or not DOMAIN.fullmatch(value):
             errors.append(
                 f"htcondor_{var} is {value!r}; set it to a host or domain name (letters, digits, '-' and '.')"
             )
@@ -93,7 +97,8 @@ def _key_errors(settings: dict) -> list[str]:
                 "signing key (base64 of /etc/condor/passwords.d/POOL) in Ansible Vault under that name"
             ]
         return []
-    if any(word in key.lower() for word in PLACEHOLDERS):
+    lowered = key.strip().lower()
+    if lowered in PLACEHOLDERS or any(word in lowered for word in PLACEHOLDER_WORDS):
         return [
             "htcondor_signing_key_b64 holds a placeholder, not a key; store the real key in Ansible Vault "
             "or leave it empty to generate one on the central manager"
@@ -117,7 +122,7 @@ def local_users_errors(settings) -> list[str]:
     group_names = set()
     for index, group in enumerate(settings.get("local_users_groups") or []):
         name, gid = group.get("name"), group.get("gid")
-        if not isinstance(name, str) or not UNIX_NAME.match(name):
+        if not isinstance(name, str) or not UNIX_NAME.fullmatch(name):
             errors.append(f"local_users_groups[{index}].name is {name!r}; use a lower-case Unix group name")
         elif name in group_names:
             errors.append(f"local_users_groups[{index}].name {name!r} is listed twice; keep one entry")
@@ -129,14 +134,26 @@ def local_users_errors(settings) -> list[str]:
         else:
             seen_gids[gid] = str(name)
     seen_uids: dict[int, str] = {}
+    own_gids: dict[int, str] = {}
     user_names = set()
     for index, user in enumerate(settings.get("local_users_accounts") or []):
         name, uid = user.get("name"), user.get("uid")
-        if not isinstance(name, str) or not UNIX_NAME.match(name):
+        if not isinstance(name, str) or not UNIX_NAME.fullmatch(name):
             errors.append(f"local_users_accounts[{index}].name is {name!r}; use a lower-case Unix login name")
         elif name in user_names:
             errors.append(f"local_users_accounts[{index}].name {name!r} is listed twice; keep one entry")
         user_names.add(name)
+        own_gid = user.get("gid", uid)
+        clash = seen_gids.get(own_gid) if isinstance(own_gid, int) else None
+        if clash is None and isinstance(own_gid, int) and own_gid in own_gids and "gid" in user:
+            clash = f"the own group of {own_gids[own_gid]}"
+        if clash is not None:
+            errors.append(
+                f"local_users_accounts[{index}] ({name}) gets its own group with gid {own_gid}, which is the gid "
+                f"of {clash}; set local_users_accounts[{index}].gid to a free gid"
+            )
+        elif isinstance(own_gid, int):
+            own_gids.setdefault(own_gid, str(name))
         if not isinstance(uid, int) or uid < 1000:
             errors.append(f"local_users_accounts[{index}].uid is {uid!r}; use a number of 1000 or more")
         elif uid in seen_uids:

@@ -15,12 +15,11 @@ def read_bytes(path: str) -> bytes | None:
         return None
 
 
-def write_secret(module, path: str, content: bytes, mode: int = 0o600) -> None:
+def write_secret(path: str, content: bytes, mode: int = 0o600) -> None:
     """Write ``content`` to ``path`` atomically, readable by its owner only.
 
     The temporary file is created in the target directory with ``mode`` from
-    the start, so the secret is never readable by anyone else, not even for
-    an instant.
+    the start and renamed over ``path``.
     """
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".condorlab-")
@@ -30,18 +29,25 @@ def write_secret(module, path: str, content: bytes, mode: int = 0o600) -> None:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
-        module.atomic_move(tmp, path)
-        os.chmod(path, mode)
+        # A rename within one directory keeps the temporary file's mode, so
+        # the secret is never readable by anyone else, not even for an instant.
+        os.replace(tmp, path)
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
-def fix_mode(path: str, mode: int = 0o600) -> bool:
-    """Tighten ``path`` to ``mode``; return True when it had to change."""
+def fix_mode(path: str, mode: int = 0o600, check_mode: bool = False) -> bool:
+    """Tighten ``path`` to ``mode``; return True when it had to (or, in check mode, would) change."""
     current = os.stat(path).st_mode & 0o7777
     if current == mode:
         return False
-    os.chmod(path, mode)
+    if not check_mode:
+        os.chmod(path, mode)
     return True

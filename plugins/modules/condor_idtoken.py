@@ -194,6 +194,11 @@ def run(module: AnsibleModule) -> dict:
         module.fail_json(msg=f"identity: {params['identity']!r} must have the form user@domain")
     if params["lifetime"] < 0:
         module.fail_json(msg=f"lifetime: {params['lifetime']} must be 0 (no expiry) or a number of seconds")
+    if 0 < params["lifetime"] <= params["renew_before"]:
+        module.fail_json(
+            msg=f"lifetime: {params['lifetime']} s is not longer than renew_before ({params['renew_before']} s), "
+            "so the token would be re-minted on every run; use a longer lifetime or a smaller renew_before"
+        )
 
     current = read_bytes(path)
     if params["state"] == "absent":
@@ -217,7 +222,7 @@ def run(module: AnsibleModule) -> dict:
     reason = "no token yet" if current is None else stale_reason(claims, params, key_mtime, time.time())
     if not reason:
         result["claims"] = claims
-        if not module.check_mode and fix_mode(path):
+        if fix_mode(path, check_mode=module.check_mode):
             result.update(changed=True, reason="permissions")
         return result
 
@@ -234,7 +239,7 @@ def run(module: AnsibleModule) -> dict:
     new_claims = decode_claims(token) if rc == 0 else None
     if new_claims is None:
         module.fail_json(msg=f"condor_token_create failed (rc={rc}): {err.strip()}", path=path)
-    write_secret(module, path, (token + "\n").encode("ascii"))
+    write_secret(path, (token + "\n").encode("ascii"))
     result["claims"] = new_claims
     return result
 

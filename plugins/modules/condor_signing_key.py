@@ -15,7 +15,8 @@ description:
     on the other pool hosts.
   - Without O(content_b64) a missing key is generated with
     C(condor_store_cred add -c) from a random secret made on the host itself;
-    an existing key is kept as it is.
+    an existing key is kept as it is. Only the pool key C(POOL) can be
+    generated this way.
   - The key itself is never returned; only its SHA-256 fingerprint is.
 version_added: "0.1.0"
 options:
@@ -120,9 +121,14 @@ def run(module: AnsibleModule) -> dict:
         if current != wanted:
             result.update(changed=True, action="replaced" if current is not None else "installed")
             if not module.check_mode:
-                write_secret(module, path, wanted)
+                write_secret(path, wanted)
             current = wanted
     elif current is None:
+        if name != "POOL":
+            module.fail_json(
+                msg=f"name: condor_store_cred can only generate the pool key POOL, not {name!r}; "
+                "supply the key in content_b64"
+            )
         result.update(changed=True, action="generated")
         if not module.check_mode:
             secret = secrets.token_urlsafe(48)
@@ -133,10 +139,14 @@ def run(module: AnsibleModule) -> dict:
                 module.fail_json(msg=f"condor_store_cred failed (rc={rc}): {err.strip()}", path=path)
             current = read_bytes(path)
             if current is None:
-                module.fail_json(msg=f"condor_store_cred reported success but {path} was not written", path=path)
+                module.fail_json(
+                    msg=f"directory: condor_store_cred did not write {path}; "
+                    "set directory to HTCondor's SEC_PASSWORD_DIRECTORY",
+                    path=path,
+                )
 
-    if current is not None and os.path.exists(path) and not module.check_mode:
-        if fix_mode(path):
+    if current is not None and os.path.exists(path):
+        if fix_mode(path, check_mode=module.check_mode):
             result["changed"] = True
             if result["action"] == "none":
                 result["action"] = "permissions"

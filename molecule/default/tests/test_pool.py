@@ -23,8 +23,9 @@ def test_each_host_runs_the_daemons_of_its_role(cm, hub, execute_nodes):
     assert "condor_schedd" in daemons(hub)
     assert "condor_startd" not in daemons(hub) and "condor_collector" not in daemons(hub)
     for node in execute_nodes:
-        assert "condor_startd" in daemons(node)
-        assert "condor_schedd" not in daemons(node)
+        running = daemons(node)
+        assert "condor_startd" in running
+        assert not running & {"condor_schedd", "condor_collector", "condor_negotiator"}
 
 
 def test_collector_lists_the_slots_of_both_execute_nodes(cm):
@@ -50,7 +51,8 @@ def test_signing_key_and_tokens_are_root_only(cm, hub, execute_nodes):
         assert pool_key.sha256sum == key, "every pool host holds the same signing key"
         token = host.file("/etc/condor/tokens.d/condorlab-daemon")
         assert token.user == "root" and token.mode == 0o600
-        assert host.run("su -s /bin/sh -c 'cat /etc/condor/tokens.d/condorlab-daemon' alice").rc != 0
+        as_alice = host.run("su -s /bin/sh -c 'cat /etc/condor/tokens.d/condorlab-daemon' alice")
+        assert as_alice.rc != 0 and "Permission denied" in as_alice.stderr
 
 
 def test_daemons_authenticate_with_the_pool_token(cm):

@@ -59,7 +59,7 @@ def test_check_mode_on_the_converged_site_reports_no_change():
             '{"local_users_accounts": [{"name": "alice", "uid": 2001}, {"name": "eve", "uid": 2001}]}',
             "uid 2001 is also the uid of alice",
         ),
-        ('{"htcondor_host_roles": ["scheduler"]}', "htcondor_host_roles"),
+        ('{"htcondor_host_roles": ["scheduler"]}', "value of htcondor_host_roles must be one or more of"),
     ],
 )
 def test_bad_settings_stop_before_any_host_changes(extra_vars, message, cm):

@@ -22,7 +22,7 @@ def test_empty_value_is_allowed():
     assert condor.condor_config_lines({"STARTD_ATTRS": ""}) == ["STARTD_ATTRS ="]
 
 
-@pytest.mark.parametrize("name", ["1ABC", "BAD NAME", "A=B", "", "X\nY"])
+@pytest.mark.parametrize("name", ["1ABC", "BAD NAME", "A=B", "", "X\nY", "FOO\n"])
 def test_bad_names_are_refused(name):
     with pytest.raises(AnsibleFilterError, match="not a valid HTCondor knob name"):
         condor.condor_config_lines({name: 1})
@@ -42,3 +42,8 @@ def test_unsupported_types_are_refused():
 
 def test_filter_is_registered():
     assert condor.FilterModule().filters()["condor_config_lines"] is condor.condor_config_lines
+
+
+def test_trailing_backslash_is_refused():
+    with pytest.raises(AnsibleFilterError, match="START ends with a backslash"):
+        condor.condor_config_lines({"START": "True \\"})

@@ -75,7 +75,8 @@ def test_bad_groups(groups, expected):
         (GOOD_GROUPS, {"uid_domain": "under_score.org"}, "htcondor_uid_domain is 'under_score.org'"),
         (GOOD_GROUPS, {"uid_domain": "a" * 64 + ".org"}, "htcondor_uid_domain is 'aaaa"),
         (GOOD_GROUPS, {"signing_key_b64": "CHANGEME"}, "htcondor_signing_key_b64 holds a placeholder"),
-        (GOOD_GROUPS, {"signing_key_b64": "my-secret-key"}, "htcondor_signing_key_b64 holds a placeholder"),
+        (GOOD_GROUPS, {"signing_key_b64": "REPLACE_ME_WITH_VAULT"}, "htcondor_signing_key_b64 holds a placeholder"),
+        (GOOD_GROUPS, {"signing_key_b64": "secret"}, "htcondor_signing_key_b64 holds a placeholder"),
         (GOOD_GROUPS, {"signing_key_b64": "@@@notbase64@@@"}, "htcondor_signing_key_b64 is not valid base64"),
         (GOOD_GROUPS, {"signing_key_b64": base64.b64encode(b"short").decode()}, "decodes to 5 bytes"),
         (
@@ -116,12 +117,34 @@ def test_bad_htcondor_settings(groups, settings, expected):
         ),
         ({"local_users_groups": [{"name": "has space", "gid": 3001}]}, "local_users_groups[0].name is 'has space'"),
         ({"local_users_groups": [{"name": "sys", "gid": 10}]}, "local_users_groups[0].gid is 10"),
+        (
+            {
+                "local_users_groups": [{"name": "physics", "gid": 2001}],
+                "local_users_accounts": [{"name": "alice", "uid": 2001}],
+            },
+            "local_users_accounts[0] (alice) gets its own group with gid 2001, which is the gid of physics",
+        ),
     ],
 )
 def test_bad_users(users, expected):
     errors = preflight.local_users_errors(users)
     assert len(errors) == 1, errors
     assert errors[0].startswith(expected)
+
+
+def test_random_keys_are_not_taken_for_placeholders():
+    import os
+
+    for _ in range(3000):
+        key = base64.b64encode(os.urandom(256)).decode()
+        assert preflight.htcondor_settings_errors({**GOOD_HTCONDOR, "signing_key_b64": key}, GOOD_GROUPS) == []
+
+
+@pytest.mark.parametrize("value", ["host.example.org\n", "alice\n"])
+def test_trailing_newline_is_not_a_valid_name(value):
+    settings = {**GOOD_HTCONDOR, "trust_domain": value}
+    assert preflight.htcondor_settings_errors(settings, GOOD_GROUPS)
+    assert preflight.local_users_errors({"local_users_accounts": [{"name": value, "uid": 2001}]})
 
 
 def test_several_problems_are_all_reported():

@@ -168,3 +168,11 @@ def test_failed_mint_is_reported(bed, tmp_path, capsys):
 def test_check_mode_before_the_key_exists(bed, capsys):
     failed, result = run_module(module, bed.args(key="NOT_YET"), capsys, check_mode=True)
     assert not failed and result["changed"] and result["reason"] == "signing key not installed yet"
+
+
+def test_check_mode_reports_loose_permissions_without_fixing_them(bed, capsys):
+    run_module(module, bed.args(), capsys)
+    os.chmod(bed.path, 0o644)
+    failed, result = run_module(module, bed.args(), capsys, check_mode=True)
+    assert not failed and result["changed"] and result["reason"] == "permissions"
+    assert stat.S_IMODE(os.stat(bed.path).st_mode) == 0o644

@@ -138,3 +138,27 @@ def test_store_cred_failure_is_reported(keydir, tmp_path, capsys):
 def test_check_mode_before_htcondor_is_installed(tmp_path, capsys):
     failed, result = run_module(module, {"directory": str(tmp_path / "nope")}, capsys, check_mode=True)
     assert not failed and result["changed"] and result["action"] == "generated"
+
+
+def test_only_the_pool_key_can_be_generated(keydir, store_cred, capsys):
+    failed, result = run_module(
+        module, {"directory": str(keydir), "store_cred": str(store_cred), "name": "SITE"}, capsys
+    )
+    assert failed and result["msg"].startswith("name:") and "content_b64" in result["msg"]
+    assert list(keydir.iterdir()) == []
+
+
+def test_store_cred_writing_elsewhere_is_reported(tmp_path, store_cred, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    failed, result = run_module(module, {"directory": str(other), "store_cred": str(store_cred)}, capsys)
+    assert failed and result["msg"].startswith("directory:") and "SEC_PASSWORD_DIRECTORY" in result["msg"]
+
+
+def test_check_mode_reports_loose_permissions_without_fixing_them(keydir, capsys):
+    (keydir / "POOL").write_bytes(b"k")
+    os.chmod(keydir / "POOL", 0o640)
+    args = {"directory": str(keydir), "content_b64": base64.b64encode(b"k").decode()}
+    failed, result = run_module(module, args, capsys, check_mode=True)
+    assert not failed and result["changed"] and result["action"] == "permissions"
+    assert mode_of(keydir / "POOL") == 0o640
