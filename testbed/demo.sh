@@ -41,7 +41,24 @@ up() {
     podman exec "$prefix-$h" systemctl is-system-running --wait >/dev/null 2>&1 || true
   done
   (cd "$top" && ansible-playbook -i inventories/testbed/hosts.yml site.yml)
+  wait_for_pool
   status
+}
+
+# Daemons advertise themselves a few seconds after a (re)start: wait until the
+# collector knows the access point's schedd and a slot of each execute node.
+wait_for_pool() {
+  local ads
+  for _ in $(seq 60); do
+    ads=$(podman exec "$prefix-cm" condor_status -any -af MyType Machine 2>/dev/null || true)
+    if grep -q '^Scheduler ' <<<"$ads" \
+       && grep -q '^Machine wn1' <<<"$ads" && grep -q '^Machine wn2' <<<"$ads"; then
+      return 0
+    fi
+    sleep 2
+  done
+  echo "demo: the pool is not complete after 120 s; see 'podman exec $prefix-cm condor_status -any'" >&2
+  return 1
 }
 
 status() {
@@ -56,7 +73,7 @@ status() {
     echo
     echo "Try a job as the demo user alice on the access point (hub):"
     echo "  podman exec -it $prefix-hub su - alice"
-    echo "  condor_run hostname"
+    echo "  condor_run 'hostname; id -un'     # runs as a job on wn1 or wn2"
   fi
   echo
   echo "Remove the test bed with: make clean"
