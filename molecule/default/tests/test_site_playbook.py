@@ -75,3 +75,42 @@ def test_bad_settings_stop_before_any_host_changes(extra_vars, message, cm):
     assert "PLAY [Create local users" not in run.stdout
     assert "PLAY [Configure the HTCondor pool]" not in run.stdout
     assert cm.file(marker).mtime == before
+
+
+def test_a_signing_key_from_the_inventory_replaces_the_pool_key(cm, hub, execute_nodes):
+    """Key rotation: a vault-supplied key reaches every host, tokens are re-minted, the pool works on."""
+    import base64
+    import hashlib
+    import json
+    import secrets
+    import time
+
+    from conftest import wait_for
+
+    raw = secrets.token_bytes(48)
+    key = base64.b64encode(raw).decode()
+    hosts = [cm, hub, *execute_nodes]
+    old_tokens = {h: h.file("/etc/condor/tokens.d/condorlab-daemon").sha256sum for h in hosts}
+    rotated_at = int(time.time())
+
+    run = site("-e", json.dumps({"htcondor_signing_key_b64": key}))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert key not in run.stdout + run.stderr, "the key must never be printed"
+    assert set(recap(run.stdout)) == set(POOL_HOSTS)
+    for host in hosts:
+        assert host.file("/etc/condor/passwords.d/POOL").sha256sum == hashlib.sha256(raw).hexdigest()
+        assert host.file("/etc/condor/tokens.d/condorlab-daemon").sha256sum != old_tokens[host]
+
+    def fresh_startd_ads():
+        ads = json.loads(cm.check_output("condor_status -json -attributes Machine,LastHeardFrom") or "[]")
+        return {ad["Machine"].split(".")[0] for ad in ads if ad["LastHeardFrom"] >= rotated_at}
+
+    assert wait_for(lambda: fresh_startd_ads() >= {"wn1", "wn2"}, timeout=90), (
+        "execute nodes no longer reach the collector"
+    )
+    schedd = hub.run("condor_q -total")
+    assert schedd.rc == 0, schedd.stderr
+
+    again = site("-e", json.dumps({"htcondor_signing_key_b64": key}))
+    assert again.returncode == 0
+    assert all(s["changed"] == 0 for s in recap(again.stdout).values()), recap(again.stdout)
