@@ -115,54 +115,52 @@ def _key_errors(settings: dict) -> list[str]:
     return []
 
 
+def _named_id_errors(var: str, entries: list, id_key: str, kind: str) -> tuple[list[str], dict[int, str]]:
+    """Check a list of {name, <id_key>} entries; return the errors and the ids seen (id -> name)."""
+    errors = []
+    names = set()
+    seen: dict[int, str] = {}
+    for index, entry in enumerate(entries or []):
+        name, number = entry.get("name"), entry.get(id_key)
+        if not isinstance(name, str) or not UNIX_NAME.fullmatch(name):
+            errors.append(f"{var}[{index}].name is {name!r}; use a lower-case Unix {kind} name")
+        elif name in names:
+            errors.append(f"{var}[{index}].name {name!r} is listed twice; keep one entry")
+        names.add(name)
+        if not isinstance(number, int) or number < 1000:
+            errors.append(f"{var}[{index}].{id_key} is {number!r}; use a number of 1000 or more")
+        elif number in seen:
+            errors.append(f"{var}[{index}].{id_key} {number} is also the {id_key} of {seen[number]}; make it unique")
+        else:
+            seen[number] = str(name)
+    return errors, seen
+
+
 def local_users_errors(settings) -> list[str]:
     _check_types("local_users_errors", settings)
-    errors = []
-    seen_gids: dict[int, str] = {}
-    group_names = set()
-    for index, group in enumerate(settings.get("local_users_groups") or []):
-        name, gid = group.get("name"), group.get("gid")
-        if not isinstance(name, str) or not UNIX_NAME.fullmatch(name):
-            errors.append(f"local_users_groups[{index}].name is {name!r}; use a lower-case Unix group name")
-        elif name in group_names:
-            errors.append(f"local_users_groups[{index}].name {name!r} is listed twice; keep one entry")
-        group_names.add(name)
-        if not isinstance(gid, int) or gid < 1000:
-            errors.append(f"local_users_groups[{index}].gid is {gid!r}; use a number of 1000 or more")
-        elif gid in seen_gids:
-            errors.append(f"local_users_groups[{index}].gid {gid} is also the gid of {seen_gids[gid]}; make it unique")
-        else:
-            seen_gids[gid] = str(name)
-    seen_uids: dict[int, str] = {}
+    users = settings.get("local_users_accounts") or []
+    group_errors, group_gids = _named_id_errors(
+        "local_users_groups", settings.get("local_users_groups"), "gid", "group"
+    )
+    user_errors, _ = _named_id_errors("local_users_accounts", users, "uid", "login")
+    # Each user also gets a group of its own, with gid (default: the uid).
+    own_errors = []
     own_gids: dict[int, str] = {}
-    user_names = set()
-    for index, user in enumerate(settings.get("local_users_accounts") or []):
-        name, uid = user.get("name"), user.get("uid")
-        if not isinstance(name, str) or not UNIX_NAME.fullmatch(name):
-            errors.append(f"local_users_accounts[{index}].name is {name!r}; use a lower-case Unix login name")
-        elif name in user_names:
-            errors.append(f"local_users_accounts[{index}].name {name!r} is listed twice; keep one entry")
-        user_names.add(name)
-        own_gid = user.get("gid", uid)
-        clash = seen_gids.get(own_gid) if isinstance(own_gid, int) else None
-        if clash is None and isinstance(own_gid, int) and own_gid in own_gids and "gid" in user:
+    for index, user in enumerate(users):
+        name, own_gid = user.get("name"), user.get("gid", user.get("uid"))
+        if not isinstance(own_gid, int):
+            continue
+        clash = group_gids.get(own_gid)
+        if clash is None and "gid" in user and own_gid in own_gids:
             clash = f"the own group of {own_gids[own_gid]}"
         if clash is not None:
-            errors.append(
+            own_errors.append(
                 f"local_users_accounts[{index}] ({name}) gets its own group with gid {own_gid}, which is the gid "
                 f"of {clash}; set local_users_accounts[{index}].gid to a free gid"
             )
-        elif isinstance(own_gid, int):
-            own_gids.setdefault(own_gid, str(name))
-        if not isinstance(uid, int) or uid < 1000:
-            errors.append(f"local_users_accounts[{index}].uid is {uid!r}; use a number of 1000 or more")
-        elif uid in seen_uids:
-            errors.append(
-                f"local_users_accounts[{index}].uid {uid} is also the uid of {seen_uids[uid]}; make it unique"
-            )
         else:
-            seen_uids[uid] = str(name)
-    return errors
+            own_gids.setdefault(own_gid, str(name))
+    return group_errors + user_errors + own_errors
 
 
 def htcondor_settings_errors(settings, groups) -> list[str]:
