@@ -8,6 +8,8 @@ PYTHON ?= python3
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export CONTAINERS_CONF := $(CURDIR)/testbed/containers.conf
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# Shared by the test-bed hosts so that repeated runs do not download again.
+export CONDORLAB_PIP_CACHE ?= $(HOME)/.cache/condorlab-pip
 # Debian packages the test bed needs on the machine that runs it.
 HOST_PACKAGES := podman runc debootstrap python3 python3-venv
 STAMP := $(VENV)/.installed
@@ -51,13 +53,14 @@ status: root
 lint: $(STAMP)
 	yamllint --strict .
 	ansible-lint --offline
-	ruff check plugins tests molecule
-	ruff format --check plugins tests molecule
+	ruff check plugins tests molecule hub roles/jupyterhub/files/condorlab-job
+	ruff format --check plugins tests molecule hub roles/jupyterhub/files/condorlab-job
 
 unit: $(STAMP)
-	python -m pytest -q tests/unit
+	python -m pytest -q tests/unit hub/tests
 
 molecule: deps
+	mkdir -p $(CONDORLAB_PIP_CACHE)
 	image=$$(testbed/build-image.sh) && CONDORLAB_IMAGE=$$image molecule test --scenario-name default
 
 test: lint unit molecule

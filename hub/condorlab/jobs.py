@@ -1,0 +1,98 @@
+"""One schedd query per poll cycle for all condorlab sessions, shared by every spawner."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Callable
+
+# Job attribute that marks a session job, and the one naming its server.
+SESSION_ATTR = "CondorlabSession"
+SERVER_ATTR = "CondorlabServer"
+PROJECTION = ["ClusterId", "ProcId", "JobStatus", "RemoteHost", "HoldReason", "Owner", SERVER_ATTR]
+
+
+class State(Enum):
+    IDLE = "idle"
+    RUNNING = "running"
+    HELD = "held"
+    GONE = "gone"  # not in the queue (finished, removed, never there)
+    UNKNOWN = "unknown"  # the schedd did not answer: the job may well be alive
+
+
+# HTCondor JobStatus codes.
+_STATES = {1: State.IDLE, 2: State.RUNNING, 3: State.GONE, 4: State.GONE, 5: State.HELD, 6: State.RUNNING, 7: State.IDLE}
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    state: State
+    host: str = ""
+    hold_reason: str = ""
+
+
+def host_of(remote_host: str) -> str:
+    """'slot1_1@wn1.example.org' -> 'wn1.example.org'."""
+    return remote_host.rsplit("@", 1)[-1] if remote_host else ""
+
+
+def _default_query() -> list[dict[str, Any]]:
+    import htcondor  # the distribution's bindings; imported lazily for tests
+
+    schedd = htcondor.Schedd()
+    ads = schedd.query(constraint=f"{SESSION_ATTR} =?= true", projection=PROJECTION)
+    return [{k: ad.get(k) for k in PROJECTION} for ad in ads]
+
+
+class JobStatusCache:
+    """Queries the schedd at most once per ``max_age`` seconds for all session jobs.
+
+    A failed query does not forget the jobs: every job is reported UNKNOWN until the
+    schedd answers again, so a schedd hiccup never reads as "the session ended".
+    """
+
+    def __init__(self, query: Callable[[], list[dict[str, Any]]] | None = None, max_age: float = 2.0):
+        self._query = query or _default_query
+        self.max_age = max_age
+        self._jobs: dict[str, JobInfo] = {}
+        self._fetched = float("-inf")
+        self._ok = False
+        self._lock = asyncio.Lock()
+        self.queries = 0
+        self.log = logging.getLogger("condorlab.jobs")
+
+    async def refresh(self, force: bool = False) -> None:
+        async with self._lock:
+            if not force and time.monotonic() - self._fetched < self.max_age:
+                return
+            self.queries += 1
+            try:
+                ads = await asyncio.get_running_loop().run_in_executor(None, self._query)
+            except Exception as exc:  # the bindings raise plain exceptions
+                self.log.warning("schedd query failed, keeping sessions as unknown: %s", exc)
+                self._ok = False
+            else:
+                self._jobs = {
+                    f"{ad['ClusterId']}.{ad.get('ProcId', 0)}": JobInfo(
+                        state=_STATES.get(ad.get("JobStatus"), State.UNKNOWN),
+                        host=host_of(str(ad.get("RemoteHost") or "")),
+                        hold_reason=str(ad.get("HoldReason") or ""),
+                    )
+                    for ad in ads
+                }
+                self._ok = True
+            self._fetched = time.monotonic()
+
+    async def get(self, job_id: str, force: bool = False) -> JobInfo:
+        await self.refresh(force=force)
+        if not self._ok:
+            return JobInfo(State.UNKNOWN)
+        if "." not in job_id:
+            job_id = f"{job_id}.0"
+        return self._jobs.get(job_id, JobInfo(State.GONE))
+
+
+shared_cache = JobStatusCache()

@@ -1,0 +1,111 @@
+"""A browser-like JupyterHub client, run with python3 on a test-bed host.
+
+Usage: python3 - COMMAND USER PASSWORD [ARGS] < hubclient.py
+Prints one JSON document with what it saw. Standard library only.
+"""
+
+import http.cookiejar
+import json
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+HUB = "http://hub:8000"
+
+
+class Client:
+    def __init__(self, user: str, password: str):
+        self.user = user
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.password = password
+
+    def xsrf(self, path: str = "/hub/") -> str:
+        """The _xsrf cookie the hub or the user's server set for this path."""
+        cookies = [c for c in self.jar if c.name == "_xsrf" and path.startswith(c.path)]
+        cookies.sort(key=lambda c: len(c.path), reverse=True)
+        return cookies[0].value if cookies else ""
+
+    def request(self, method: str, path: str, body=None, headers=None, form=None):
+        headers = dict(headers or {})
+        data = None
+        if form is not None:
+            data = urllib.parse.urlencode(form).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        elif body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self.xsrf(path):
+            headers["X-XSRFToken"] = self.xsrf(path)
+        req = urllib.request.Request(HUB + path, data=data, headers=headers, method=method)
+        try:
+            with self.opener.open(req, timeout=30) as resp:
+                return resp.status, resp.geturl(), resp.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.geturl(), exc.read().decode(errors="replace")
+
+    def login(self) -> int:
+        self.request("GET", "/hub/login")
+        status, url, _ = self.request(
+            "POST", "/hub/login", form={"username": self.user, "password": self.password, "_xsrf": self.xsrf()}
+        )
+        return 200 if status == 200 and "/hub/login" not in url else 403
+
+    def start(self, timeout: float) -> dict:
+        t0 = time.monotonic()
+        status, _, text = self.request("POST", f"/hub/api/users/{self.user}/server", body={})
+        result = {"start_status": status, "start_text": text[:500]}
+        while time.monotonic() - t0 < timeout:
+            _, _, text = self.request("GET", f"/hub/api/users/{self.user}")
+            model = json.loads(text) if text.startswith("{") else {}
+            server = (model.get("servers") or {}).get("", {})
+            if server.get("ready"):
+                result["ready_after"] = time.monotonic() - t0
+                result["server"] = server
+                return result
+            if not model.get("pending") and not server:
+                result["failed_after"] = time.monotonic() - t0
+                _, _, progress = self.request("GET", f"/hub/api/users/{self.user}/server/progress")
+                result["progress"] = progress[-2000:]
+                return result
+            time.sleep(0.2)
+        result["timeout"] = True
+        return result
+
+    def stop(self) -> dict:
+        t0 = time.monotonic()
+        status, _, text = self.request("DELETE", f"/hub/api/users/{self.user}/server")
+        while time.monotonic() - t0 < 120:
+            _, _, text = self.request("GET", f"/hub/api/users/{self.user}")
+            model = json.loads(text) if text.startswith("{") else {}
+            if not model.get("servers") and not model.get("pending"):
+                return {"stop_status": status, "stopped_after": time.monotonic() - t0}
+            time.sleep(0.5)
+        return {"stop_status": status, "timeout": True}
+
+
+def main() -> None:
+    command, user, password, *args = sys.argv[1:]
+    client = Client(user, password)
+    out = {"login": client.login()}
+    if command == "login":
+        pass
+    elif command == "start":
+        out.update(client.start(float(args[0]) if args else 180))
+    elif command == "stop":
+        out.update(client.stop())
+    elif command == "get":
+        # GET a path (e.g. /user/alice/api/status), following the OAuth redirects like a browser.
+        status, url, text = client.request("GET", args[0])
+        out.update({"status": status, "url": url, "text": text[:2000]})
+    elif command == "put":
+        # Open the lab first, as a browser does: the server sets its own _xsrf cookie.
+        client.request("GET", args[0].split("/api/")[0] + "/lab")
+        status, url, text = client.request("PUT", args[0], body=json.loads(args[1]))
+        out.update({"status": status, "url": url, "text": text[:2000]})
+    print(json.dumps(out))
+
+
+main()
