@@ -14,11 +14,12 @@ export CONDORLAB_PIP_CACHE ?= $(HOME)/.cache/condorlab-pip
 HOST_PACKAGES := podman runc debootstrap python3 python3-venv
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps host-packages root image demo status test lint unit molecule clean
+.PHONY: help deps host-packages root image demo status bench test lint unit molecule clean
 
 help:
 	@echo "make demo    build the test bed, deploy site.yml into it and show what runs"
 	@echo "make test    lint, unit tests, then the molecule scenario (needs root)"
+	@echo "make bench   time session start and stop on the demo (median of 5)"
 	@echo "make clean   remove the demo containers and any molecule leftovers"
 
 root:
@@ -49,6 +50,10 @@ demo: deps
 
 status: root
 	@testbed/demo.sh status
+
+# Session start/stop times on the demo test bed (make demo first).
+bench: root
+	@testbed/bench-session-start.sh 5 alice
 
 lint: $(STAMP)
 	yamllint --strict .

@@ -12,6 +12,9 @@ top=$(dirname "$here")
 network=condorlab-demo
 prefix=condorlab-demo
 hosts=(cm hub wn1 wn2 outsider)
+shared_volume=condorlab-demo-shared
+public_port=${CONDORLAB_DEMO_PORT:-8000}
+pip_cache=${CONDORLAB_PIP_CACHE:-$HOME/.cache/condorlab-pip}
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
 
 die() { echo "demo: $*" >&2; exit 1; }
@@ -27,14 +30,21 @@ up() {
   local image
   image=$("$here/build-image.sh")
   podman network exists "$network" || podman network create "$network" >/dev/null
+  mkdir -p "$pip_cache"
   for h in "${hosts[@]}"; do
     local name="$prefix-$h"
     if podman container exists "$name"; then
       [[ $(podman inspect -f '{{.State.Running}}' "$name") == true ]] || podman start "$name" >/dev/null
       continue
     fi
+    local extra=()
+    case $h in
+      hub) extra=(-p "127.0.0.1:$public_port:8000" -v "$shared_volume:/shared") ;;
+      wn*) extra=(-v "$shared_volume:/shared") ;;
+    esac
     podman run -d --name "$name" --hostname "$h" --network "$network" --network-alias "$h" \
-      --cap-add NET_ADMIN --systemd always "$image" /sbin/init >/dev/null
+      --cap-add NET_ADMIN --systemd always -v "$pip_cache:/root/.cache/pip" "${extra[@]}" \
+      "$image" /sbin/init >/dev/null
     echo "demo: started $name ($image)"
   done
   for h in "${hosts[@]}"; do
@@ -42,7 +52,23 @@ up() {
   done
   (cd "$top" && ansible-playbook -i inventories/testbed/hosts.yml site.yml)
   wait_for_pool
+  demo_users
   status
+}
+
+# The demo users' shared directories (alice's and bob's labs open there,
+# carol's work directory travels with her job) and fresh login passwords.
+demo_users() {
+  podman exec "$prefix-hub" bash -c '
+    for u in alice bob; do install -d -o "$u" -g "$u" -m 0700 "/shared/$u"; done' >/dev/null
+  local lines="" u pw
+  for u in alice bob carol; do
+    pw=$(head -c 12 /dev/urandom | base64 | tr -d '/+=' | cut -c1-12)
+    lines+="$u:$pw"$'\n'
+  done
+  printf '%s' "$lines" | podman exec -i "$prefix-hub" chpasswd
+  printf '%s' "$lines" >"$here/.demo-logins"
+  chmod 600 "$here/.demo-logins"
 }
 
 # Daemons advertise themselves a few seconds after a (re)start: wait until the
@@ -71,7 +97,13 @@ status() {
     echo "HTCondor pool seen by the central manager (cm):"
     podman exec "$prefix-cm" condor_status -any -af MyType Name 2>/dev/null | sed 's/^/  /' || echo "  (collector not answering)"
     echo
-    echo "Try a job as the demo user alice on the access point (hub):"
+    echo "JupyterHub: http://127.0.0.1:$public_port/ (published from the hub container)"
+    if [[ -f $here/.demo-logins ]]; then
+      echo "Demo logins (user:password; alice and bob have a shared area, carol's work travels with her job):"
+      sed 's/^/  /' "$here/.demo-logins"
+    fi
+    echo
+    echo "Try a batch job as the demo user alice on the access point (hub):"
     echo "  podman exec -it $prefix-hub su - alice"
     echo "  condor_run 'hostname; id -un'     # runs as a job on wn1 or wn2"
   fi
@@ -85,6 +117,8 @@ down() {
     podman rm -f -t 5 "$prefix-$h" >/dev/null 2>&1 || true
   done
   podman network exists "$network" && podman network rm "$network" >/dev/null
+  podman volume exists "$shared_volume" && podman volume rm "$shared_volume" >/dev/null
+  rm -f "$here/.demo-logins"
   echo "demo: test bed removed"
 }
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 # Job attribute that marks a session job, and the one naming its server.
 SESSION_ATTR = "CondorlabSession"
@@ -24,7 +25,15 @@ class State(Enum):
 
 
 # HTCondor JobStatus codes.
-_STATES = {1: State.IDLE, 2: State.RUNNING, 3: State.GONE, 4: State.GONE, 5: State.HELD, 6: State.RUNNING, 7: State.IDLE}
+_STATES = {
+    1: State.IDLE,
+    2: State.RUNNING,
+    3: State.GONE,
+    4: State.GONE,
+    5: State.HELD,
+    6: State.RUNNING,
+    7: State.IDLE,
+}
 
 
 @dataclass(frozen=True)

@@ -151,7 +151,7 @@ class CondorlabSpawner(CondorSpawner):
         prefix = self.exec_prefix.format(username=self.user.name)
         return [*shlex.split(prefix), self.job_helper, *args]
 
-    async def run_helper(self, *args: str, input: str | None = None) -> str:  # noqa: A002 - as in batchspawner
+    async def run_helper(self, *args: str, input: str | None = None) -> str:
         proc = await asyncio.create_subprocess_exec(
             *self.helper_cmd(*args),
             stdin=asyncio.subprocess.PIPE,
@@ -267,14 +267,15 @@ class CondorlabSpawner(CondorSpawner):
 
     async def request_shutdown(self) -> bool:
         """Ask the lab to shut down, with a token made for this and valid two minutes."""
-        if not (self.ip and self.port and self.server):
+        # The server's address survives hub restarts in the hub's database.
+        if not (self.server and self.server.port):
             return False
         token = self.user.new_api_token(
             note="condorlab: end the session",
             expires_in=120,
             scopes=[f"access:servers!server={self.user.name}/{self.name}"],
         )
-        url = f"http://{self.ip}:{self.port}{self.server.base_url}api/shutdown"
+        url = f"{self.server.host}{self.server.base_url}api/shutdown"
         request = HTTPRequest(
             url, method="POST", body=b"", headers={"Authorization": f"token {token}"}, request_timeout=10
         )

@@ -97,7 +97,10 @@ def main() -> None:
     elif command == "stop":
         out.update(client.stop())
     elif command == "get":
-        # GET a path (e.g. /user/alice/api/status), following the OAuth redirects like a browser.
+        # GET a path (e.g. /user/alice/api/status) after opening that lab's page, as a browser
+        # does: the OAuth redirects give the client the server's cookie.
+        if args[0].startswith("/user/"):
+            client.request("GET", args[0].split("/api/")[0] + "/lab")
         status, url, text = client.request("GET", args[0])
         out.update({"status": status, "url": url, "text": text[:2000]})
     elif command == "put":

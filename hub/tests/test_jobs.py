@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import asyncio
+
+from condorlab.jobs import JobStatusCache, State, host_of
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def ads(*jobs):
+    return [
+        {"ClusterId": c, "ProcId": 0, "JobStatus": s, "RemoteHost": h, "HoldReason": r, "Owner": "alice"}
+        for c, s, h, r in jobs
+    ]
+
+
+def test_one_query_serves_every_session_in_a_cycle():
+    calls = []
+
+    def query():
+        calls.append(1)
+        return ads((1, 2, "slot1_1@wn1.example.org", None), (2, 1, None, None))
+
+    cache = JobStatusCache(query, max_age=60)
+
+    async def many():
+        return await asyncio.gather(*(cache.get(str(c)) for c in (1, 2, 3) * 30))
+
+    infos = run(many())
+    assert len(calls) == 1
+    assert infos[0].state == State.RUNNING and infos[0].host == "wn1.example.org"
+    assert infos[1].state == State.IDLE
+    assert infos[2].state == State.GONE
+
+
+def test_a_failed_query_reports_unknown_not_gone():
+    answers = [ads((1, 2, "slot1@wn1", None)), RuntimeError("schedd timeout")]
+
+    def query():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    cache = JobStatusCache(query, max_age=0)
+    assert run(cache.get("1")).state == State.RUNNING
+    assert run(cache.get("1")).state == State.UNKNOWN
+
+
+def test_held_jobs_carry_their_reason():
+    cache = JobStatusCache(lambda: ads((7, 5, None, "Error from slot1@wn1: out of memory")), max_age=0)
+    info = run(cache.get("7"))
+    assert info.state == State.HELD and "out of memory" in info.hold_reason
+
+
+def test_force_refreshes_a_fresh_cache():
+    seen = []
+
+    def query():
+        seen.append(1)
+        return ads((1, 1, None, None)) if len(seen) > 1 else []
+
+    cache = JobStatusCache(query, max_age=3600)
+    assert run(cache.get("1")).state == State.GONE
+    assert run(cache.get("1")).state == State.GONE  # served from the cache
+    assert run(cache.get("1", force=True)).state == State.IDLE
+    assert len(seen) == 2
+
+
+def test_host_of():
+    assert host_of("slot1_1@wn1.example.org") == "wn1.example.org"
+    assert host_of("") == ""

@@ -1,0 +1,164 @@
+"""JupyterLab sessions as HTCondor jobs, driven through the hub's web API as a user would."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+
+EXECUTE_NODES = {"wn1", "wn2"}
+USERS = ("alice", "bob", "carol")
+
+
+@pytest.fixture(scope="module")
+def passwords(hub):
+    """Fresh random passwords for the test users (PAM checks them for real)."""
+    chosen = {user: secrets.token_urlsafe(12) for user in USERS}
+    lines = "\n".join(f"{user}:{password}" for user, password in chosen.items())
+    hub.check_output(f"chpasswd <<'EOF'\n{lines}\nEOF")
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def browser(outsider, passwords):
+    """Runs hubclient.py on the outsider host, which reaches the hub over the network."""
+    source = base64.b64encode((Path(__file__).parent / "hubclient.py").read_bytes()).decode()
+    outsider.check_output(f"echo {source} | base64 -d > /tmp/hubclient.py")
+
+    def run(command: str, user: str, *args: str) -> dict:
+        quoted = " ".join(f"'{a}'" for a in (command, user, passwords[user], *args))
+        return json.loads(outsider.check_output(f"python3 /tmp/hubclient.py {quoted}"))
+
+    return run
+
+
+def session_jobs(hub, user: str) -> list[dict]:
+    out = hub.check_output(
+        f"condor_q -all -json -constraint 'Owner == \"{user}\" && CondorlabSession =?= true' "
+        "-attributes ClusterId,JobStatus,RemoteHost,Owner"
+    )
+    return json.loads(out) if out.strip() else []
+
+
+@pytest.fixture(scope="module")
+def alice_session(browser, hub):
+    result = browser("start", "alice", "180")
+    assert result["login"] == 200
+    assert "ready_after" in result, result
+    yield result
+    browser("stop", "alice")
+
+
+def test_login_with_a_wrong_password_is_refused(outsider, browser):
+    out = outsider.run("python3 /tmp/hubclient.py login alice 'not-the-password'")
+    assert json.loads(out.stdout)["login"] == 403
+
+
+def test_alice_lab_runs_as_her_condor_job_on_an_execute_node(alice_session, hub, execute_nodes):
+    jobs = session_jobs(hub, "alice")
+    assert len(jobs) == 1
+    job = jobs[0]
+    assert job["Owner"] == "alice" and job["JobStatus"] == 2
+    node_name = job["RemoteHost"].split("@")[-1].split(".")[0]
+    assert node_name in EXECUTE_NODES
+    node = {"wn1": execute_nodes[0], "wn2": execute_nodes[1]}[node_name]
+    procs = node.check_output("ps -eo user:20,args --no-headers | grep '[j]upyterhub-singleuser' || true")
+    assert procs.split()[0] == "alice", procs
+
+
+def test_alice_reaches_her_lab_through_the_proxy(alice_session, browser):
+    result = browser("get", "alice", "/user/alice/api/status")
+    assert result["status"] == 200, result
+    assert "last_activity" in json.loads(result["text"])
+
+
+def test_bob_cannot_reach_alice_lab(alice_session, browser):
+    result = browser("get", "bob", "/user/alice/api/status")
+    assert result["status"] in (403, 404) or "/hub/login" in result["url"], result
+    assert "last_activity" not in result["text"]
+
+
+def test_the_api_token_is_not_in_the_job_ad(alice_session, hub):
+    job = session_jobs(hub, "alice")[0]
+    token = json.loads(hub.file("/home/alice/.condorlab/sessions/default/session.json").content_string)["env"][
+        "JUPYTERHUB_API_TOKEN"
+    ]
+    ad = hub.check_output(f"condor_q -long {job['ClusterId']}")
+    assert token not in ad
+    staged = hub.file("/home/alice/.condorlab/sessions/default/session.json")
+    assert staged.user == "alice" and staged.mode == 0o600
+
+
+def test_the_lab_survives_a_hub_restart(alice_session, hub, browser):
+    hub.check_output("systemctl restart jupyterhub")
+    assert wait_for(lambda: hub.run("curl -sf http://127.0.0.1:8000/hub/api/").rc == 0, timeout=60)
+    assert len(session_jobs(hub, "alice")) == 1
+    result = browser("get", "alice", "/user/alice/api/status")
+    assert result["status"] == 200, result
+
+
+@pytest.mark.parametrize(
+    ("user", "saved_at"),
+    [
+        ("alice", "/shared/alice/hello-{token}.txt"),  # shared area
+        ("carol", "/home/carol/condorlab/hello-{token}.txt"),  # transferred back to the hub
+    ],
+)
+def test_a_file_written_in_the_lab_outlives_the_session(browser, hub, user, saved_at):
+    token = secrets.token_hex(4)
+    started = browser("start", user, "180")
+    assert "ready_after" in started, started
+    body = json.dumps({"type": "file", "format": "text", "content": f"written by {user} {token}"})
+    put = browser("put", user, f"/user/{user}/api/contents/hello-{token}.txt", body)
+    assert put["status"] == 201, put
+    stopped = browser("stop", user)
+    assert stopped["stop_status"] == 204 and "stopped_after" in stopped, stopped
+    assert session_jobs(hub, user) == []
+    saved = hub.file(saved_at.format(token=token))
+    assert saved.exists and saved.user == user
+    assert saved.content_string == f"written by {user} {token}"
+    history = json.loads(
+        hub.check_output(
+            f"condor_history -json -limit 1 -constraint 'Owner == \"{user}\" && CondorlabSession =?= true' "
+            "-attributes ExitCode,JobStatus"
+        )
+    )
+    assert history[0]["JobStatus"] == 4 and history[0]["ExitCode"] == 0, "the session ended normally"
+
+
+def test_session_output_is_readable_by_the_user(hub):
+    err = hub.run("su -s /bin/sh -c 'cat ~/.condorlab/sessions/default/session.err' carol")
+    assert err.rc == 0 and "starting JupyterLab" in err.stdout
+
+
+def test_the_hub_runs_unprivileged(hub):
+    users = hub.check_output("ps -eo user:20,args --no-headers | grep '[b]in/jupyterhub ' | awk '{print $1}'")
+    assert set(users.split()) == {"jupyterhub"}
+    proxy = hub.check_output("ps -eo user:20,args --no-headers | grep '[c]onfigurable-http-proxy' | awk '{print $1}'")
+    assert set(proxy.split()) == {"jupyterhub-proxy"}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "sudo -n -u root /usr/local/libexec/condorlab/condorlab-job remove 1",
+        "sudo -n -u alice /bin/sh -c id",
+        "sudo -n -u alice /usr/bin/condor_submit /dev/null",
+        "sudo -n -u jupyterhub-proxy /usr/local/libexec/condorlab/condorlab-job remove 1",
+    ],
+)
+def test_sudo_refuses_anything_but_the_job_helper_as_allowed_users(hub, command):
+    result = hub.run(f"runuser -u jupyterhub -- {command}")
+    assert result.rc != 0
+    assert "password is required" in result.stderr or "not allowed" in result.stderr, result.stderr
+
+
+def test_sudo_allows_the_job_helper_as_an_allowed_user(hub):
+    result = hub.run(
+        "runuser -u jupyterhub -- sudo -n -u alice /usr/local/libexec/condorlab/condorlab-job remove 999999"
+    )
+    assert result.rc == 0, result.stderr
