@@ -8,6 +8,8 @@ PYTHON ?= python3
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export CONTAINERS_CONF := $(CURDIR)/testbed/containers.conf
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# No __pycache__ in the tree: roles copy hub/ to the hosts as it is.
+export PYTHONDONTWRITEBYTECODE := 1
 # Shared by the test-bed hosts so that repeated runs do not download again.
 export CONDORLAB_PIP_CACHE ?= $(HOME)/.cache/condorlab-pip
 # Debian packages the test bed needs on the machine that runs it.
