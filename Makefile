@@ -63,8 +63,11 @@ lint: $(STAMP)
 	ruff check plugins tests molecule hub roles/jupyterhub/files/condorlab-job
 	ruff format --check plugins tests molecule hub roles/jupyterhub/files/condorlab-job
 
+# Two runs: the plugins' tests load Ansible's module machinery, the hub
+# package's tests load JupyterHub; they do not share an interpreter.
 unit: $(STAMP)
-	python -m pytest -q tests/unit hub/tests
+	python -m pytest -q -p no:cacheprovider tests/unit
+	python -m pytest -q -p no:cacheprovider hub/tests
 
 molecule: deps
 	mkdir -p $(CONDORLAB_PIP_CACHE)

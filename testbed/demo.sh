@@ -67,8 +67,7 @@ demo_users() {
     lines+="$u:$pw"$'\n'
   done
   printf '%s' "$lines" | podman exec -i "$prefix-hub" chpasswd
-  printf '%s' "$lines" >"$here/.demo-logins"
-  chmod 600 "$here/.demo-logins"
+  (umask 077 && printf '%s' "$lines" >"$here/.demo-logins")
 }
 
 # Daemons advertise themselves a few seconds after a (re)start: wait until the

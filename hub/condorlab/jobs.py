@@ -13,7 +13,17 @@ from typing import Any
 # Job attribute that marks a session job, and the one naming its server.
 SESSION_ATTR = "CondorlabSession"
 SERVER_ATTR = "CondorlabServer"
-PROJECTION = ["ClusterId", "ProcId", "JobStatus", "RemoteHost", "HoldReason", "Owner", SERVER_ATTR]
+PROJECTION = [
+    "ClusterId",
+    "ProcId",
+    "JobStatus",
+    "RemoteHost",
+    "HoldReason",
+    "Owner",
+    "NumJobStarts",
+    "TransferringOutput",
+    SERVER_ATTR,
+]
 
 
 class State(Enum):
@@ -41,6 +51,8 @@ class JobInfo:
     state: State
     host: str = ""
     hold_reason: str = ""
+    starts: int = 0  # how often the job has started (more than once: evicted and rerun)
+    transferring: bool = False  # the job is sending its files back
 
 
 def host_of(remote_host: str) -> str:
@@ -63,9 +75,12 @@ class JobStatusCache:
     schedd answers again, so a schedd hiccup never reads as "the session ended".
     """
 
-    def __init__(self, query: Callable[[], list[dict[str, Any]]] | None = None, max_age: float = 2.0):
+    def __init__(
+        self, query: Callable[[], list[dict[str, Any]]] | None = None, max_age: float = 2.0, timeout: float = 30.0
+    ):
         self._query = query or _default_query
         self.max_age = max_age
+        self.timeout = timeout
         self._jobs: dict[str, JobInfo] = {}
         self._fetched = float("-inf")
         self._ok = False
@@ -79,8 +94,10 @@ class JobStatusCache:
                 return
             self.queries += 1
             try:
-                ads = await asyncio.get_running_loop().run_in_executor(None, self._query)
-            except Exception as exc:  # the bindings raise plain exceptions
+                ads = await asyncio.wait_for(
+                    asyncio.get_running_loop().run_in_executor(None, self._query), timeout=self.timeout
+                )
+            except Exception as exc:  # the bindings raise plain exceptions; a hung schedd times out
                 self.log.warning("schedd query failed, keeping sessions as unknown: %s", exc)
                 self._ok = False
             else:
@@ -89,6 +106,8 @@ class JobStatusCache:
                         state=_STATES.get(ad.get("JobStatus"), State.UNKNOWN),
                         host=host_of(str(ad.get("RemoteHost") or "")),
                         hold_reason=str(ad.get("HoldReason") or ""),
+                        starts=int(ad.get("NumJobStarts") or 0),
+                        transferring=bool(ad.get("TransferringOutput")),
                     )
                     for ad in ads
                 }

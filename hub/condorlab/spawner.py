@@ -2,13 +2,15 @@
 
 Differences from batchspawner's CondorSpawner:
 
-- the submit description is rendered from a Jinja2 template file;
-- the job is submitted and removed as the user through one sudo-allowed helper,
-  and the session's environment (with its API token) travels as a 0600 file
+- the job is submitted and removed as the user through one sudo-allowed
+  helper, which renders the site's Jinja2 session template with checked values
+  only: the hub can start sessions as the user, nothing else;
+- the session's environment (with its API token) travels as a 0600 file
   through Condor's file transfer, never in the job's ClassAd or environment;
 - job states come from one shared schedd query per poll cycle through the
   htcondor bindings; a failed query leaves sessions alive ("unknown"), a held
-  job is reported with its hold reason and removed;
+  job is reported with its hold reason and removed; an evicted session is
+  reported ended (its job reruns only to bring the work directory back);
 - the port is reported to our own handler (see handlers.py), which accepts
   one integer port in the configured range and nothing else;
 - stopping asks the lab to shut down, so the job ends normally and Condor
@@ -20,65 +22,43 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shlex
-from pathlib import Path
 
-import jinja2
 from batchspawner import CondorSpawner, JobStatus
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets import Any, Integer, Tuple, Unicode, default
 
 from . import handlers
-from .jobs import SERVER_ATTR, SESSION_ATTR, JobInfo, State, shared_cache
+from .jobs import JobInfo, State, shared_cache
 
 handlers.install()
 
-SERVER_KEY = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+SERVER_NAME = re.compile(r"^[A-Za-z0-9._-]{1,58}$")
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
 class CondorlabSpawner(CondorSpawner):
-    submit_template = Unicode(
-        "/etc/jupyterhub/session.sub.j2",
-        help="Jinja2 template of the session's submit description.",
-    ).tag(config=True)
-
     job_helper = Unicode(
         "/usr/local/libexec/condorlab/condorlab-job",
         help="Helper run as the user (through sudo) to submit and remove session jobs.",
-    ).tag(config=True)
-
-    session_command = Unicode(
-        "/opt/condorlab/singleuser/bin/condorlab-session",
-        help="The job's executable on the execute nodes: prepares the session and starts the lab.",
     ).tag(config=True)
 
     port_range = Tuple(
         Integer(),
         Integer(),
         default_value=(50000, 50999),
-        help="Ports the singleuser server may listen on (inclusive); the firewall opens only these.",
-    ).tag(config=True)
-
-    shared_area = Unicode(
-        "",
-        help="Directory of the user in a shared filesystem mounted on the execute nodes, with "
-        "{username}; the lab opens there when it exists. Empty: no shared area.",
-    ).tag(config=True)
-
-    transfer_dir = Unicode(
-        "condorlab",
-        help="Without a shared area: directory in the user's home on the access point that is "
-        "transferred to the session and back when it ends or is evicted.",
+        help="Ports the singleuser server may report (inclusive); the same range as the job helper's.",
     ).tag(config=True)
 
     request_cpus = Integer(1, help="CPUs requested for a session.").tag(config=True)
     request_memory = Unicode("2GB", help="Memory requested for a session (HTCondor units).").tag(config=True)
 
-    stop_grace = Integer(
-        30, help="Seconds a stopping session gets to end by itself (and transfer its files) before it is removed."
-    ).tag(config=True)
+    stop_grace = Integer(30, help="Seconds a stopping session gets to end by itself before it is removed.").tag(
+        config=True
+    )
 
-    exec_prefix = Unicode("sudo -n -u {username}").tag(config=True)
+    stop_transfer_timeout = Integer(
+        600, help="Seconds a stopping session may spend sending its work directory back before it is removed."
+    ).tag(config=True)
 
     status_cache = Any(help="The shared job status cache (one schedd query per cycle).")
 
@@ -89,18 +69,12 @@ class CondorlabSpawner(CondorSpawner):
     # The last state read from the cache.
     job_info = Any(JobInfo(State.GONE))
 
-    # ---- names and paths -------------------------------------------------
+    # ---- names -----------------------------------------------------------
 
     @property
     def server_key(self) -> str:
-        """Name of this server's staging directory and of its jobs' CondorlabServer attribute."""
-        return self.name or "default"
-
-    def shared_dir(self) -> str:
-        if not self.shared_area:
-            return ""
-        path = self.shared_area.format(username=self.user.name)
-        return path if Path(path).is_dir() else ""
+        """Name of this server's staging directory: "default", or "named-<name>"."""
+        return f"named-{self.name}" if self.name else "default"
 
     # ---- port report -----------------------------------------------------
 
@@ -114,44 +88,14 @@ class CondorlabSpawner(CondorSpawner):
         self.port = port
         return ""
 
-    # ---- submission ------------------------------------------------------
-
-    def render_submit(self, shared_dir: str) -> str:
-        path = Path(self.submit_template)
-        env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(path.parent)),
-            undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=True,
-            autoescape=False,  # noqa: S701 - renders an HTCondor submit description, not HTML
-        )
-        return env.get_template(path.name).render(
-            username=self.user.name,
-            server_key=self.server_key,
-            staging=f".condorlab/sessions/{self.server_key}",
-            session_command=self.session_command,
-            shared_dir=shared_dir,
-            transfer_dir=self.transfer_dir,
-            request_cpus=self.request_cpus,
-            request_memory=self.request_memory,
-            session_attr=SESSION_ATTR,
-            server_attr=SERVER_ATTR,
-        )
-
-    def session_file(self, shared_dir: str) -> str:
-        """The 0600 file the job reads its environment from (it holds the API token)."""
-        return json.dumps(
-            {
-                "env": self.get_env(),
-                "work_dir": shared_dir or self.transfer_dir,
-                "port_range": list(self.port_range),
-            }
-        )
+    # ---- the job helper --------------------------------------------------
 
     def helper_cmd(self, *args: str) -> list[str]:
-        prefix = self.exec_prefix.format(username=self.user.name)
-        return [*shlex.split(prefix), self.job_helper, *args]
+        if not USER_NAME.fullmatch(self.user.name):
+            raise ValueError(f"user name {self.user.name!r} is not a Unix user name")
+        return ["sudo", "-n", "-u", self.user.name, "--", self.job_helper, *args]
 
-    async def run_helper(self, *args: str, input: str | None = None) -> str:
+    async def run_helper(self, *args: str, stdin: str | None = None) -> dict:
         proc = await asyncio.create_subprocess_exec(
             *self.helper_cmd(*args),
             stdin=asyncio.subprocess.PIPE,
@@ -159,30 +103,29 @@ class CondorlabSpawner(CondorSpawner):
             stderr=asyncio.subprocess.PIPE,
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
         )
-        out, err = await proc.communicate(input.encode() if input is not None else None)
+        out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
         if proc.returncode != 0:
             raise RuntimeError(f"condorlab-job {args[0]} failed ({proc.returncode}): {err.decode().strip()}")
-        return out.decode()
+        return json.loads(out)
 
     async def submit_batch_script(self) -> str:
-        if not SERVER_KEY.match(self.server_key):
+        if self.name and not SERVER_NAME.fullmatch(self.name):
             raise ValueError(f"server name {self.name!r} is not usable; use letters, digits, '.', '_' and '-'")
-        shared_dir = self.shared_dir()
-        payload = {
+        request = {
             "server": self.server_key,
-            "submit": self.render_submit(shared_dir),
-            "session": self.session_file(shared_dir),
-            "transfer_dir": "" if shared_dir else self.transfer_dir,
+            "env": {k: str(v) for k, v in self.get_env().items()},
+            "request_cpus": self.request_cpus,
+            "request_memory": self.request_memory,
         }
+        reply = await self.run_helper("submit", stdin=json.dumps(request))
+        self.job_id = str(reply["cluster"])
         self.log.info(
-            "Submitting session of %s (%s) with work directory %s",
+            "Session of %s (%s) is job %s, working in %s",
             self.user.name,
             self.server_key,
-            shared_dir or f"~/{self.transfer_dir} (transferred)",
+            self.job_id,
+            reply.get("work_dir"),
         )
-        out = await self.run_helper("submit", input=json.dumps(payload))
-        self.job_id = str(json.loads(out)["cluster"])
-        self.log.info("Session of %s is job %s", self.user.name, self.job_id)
         return self.job_id
 
     # ---- state -----------------------------------------------------------
@@ -194,6 +137,9 @@ class CondorlabSpawner(CondorSpawner):
             return JobStatus.NOTFOUND
         self.job_info = await self.status_cache.get(self.job_id, force=force)
         self.job_status = self.job_info.state.value
+        if self.job_info.state == State.IDLE and self.job_info.starts > 0 and self.port:
+            # Evicted: the lab is gone; the job reruns only to bring its files back.
+            return JobStatus.NOTFOUND
         return {
             State.IDLE: JobStatus.PENDING,
             State.RUNNING: JobStatus.RUNNING,
@@ -227,6 +173,8 @@ class CondorlabSpawner(CondorSpawner):
         if self.job_info.state == State.HELD:
             self.log.warning("Session job %s of %s is held: %s", self.job_id, self.user.name, self.job_info.hold_reason)
             await self.cancel_batch_job()
+        elif self.job_info.state == State.IDLE:
+            self.log.warning("Session job %s of %s was evicted; the session ended", self.job_id, self.user.name)
         self.clear_state()
         return 1
 
@@ -286,21 +234,35 @@ class CondorlabSpawner(CondorSpawner):
             return False
         return True
 
+    async def _job_left(self, seconds: float) -> bool:
+        """Wait until the job has left the queue; keep waiting while it sends its files back."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        hard_deadline = loop.time() + max(seconds, self.stop_transfer_timeout)
+        while True:
+            status = await self.query_job_status(force=True)
+            if status == JobStatus.NOTFOUND and self.job_info.state in (State.GONE, State.IDLE):
+                return self.job_info.state == State.GONE
+            if self.job_info.state == State.HELD:
+                return False
+            now = loop.time()
+            if now > hard_deadline or (now > deadline and not self.job_info.transferring):
+                return False
+            await asyncio.sleep(1)
+
     async def stop(self, now: bool = False):
         if not self.job_id:
             return
         self.log.info("Stopping session job %s of %s", self.job_id, self.user.name)
         if not now and await self.request_shutdown():
             # The lab exits, the job ends normally and Condor brings its files back.
-            deadline = asyncio.get_running_loop().time() + self.stop_grace
-            while asyncio.get_running_loop().time() < deadline:
-                if await self.query_job_status(force=True) == JobStatus.NOTFOUND:
-                    return
-                await asyncio.sleep(1)
-            self.log.warning("Session job %s did not end within %ss; removing it", self.job_id, self.stop_grace)
+            if await self._job_left(self.stop_grace):
+                return
+            self.log.warning("Session job %s did not end by itself; removing it", self.job_id)
         await self.cancel_batch_job()
         for _ in range(10):
-            if await self.query_job_status(force=True) not in (JobStatus.RUNNING, JobStatus.UNKNOWN):
+            status = await self.query_job_status(force=True)
+            if status not in (JobStatus.RUNNING, JobStatus.UNKNOWN) and self.job_info.state != State.IDLE:
                 return
             await asyncio.sleep(1)
 

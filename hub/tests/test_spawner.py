@@ -1,27 +1,45 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from types import SimpleNamespace
 
 import pytest
 from condorlab import handlers
+from condorlab.jobs import JobInfo, State
 from condorlab.spawner import CondorlabSpawner
 from jupyterhub.apihandlers import default_handlers
 
-TEMPLATE = (
-    __import__("pathlib").Path(__file__).resolve().parents[2] / "roles" / "jupyterhub" / "files" / "session.sub.j2"
-)
+
+class FakeCache:
+    """Job states in the order the spawner will see them."""
+
+    def __init__(self, *infos: JobInfo):
+        self.infos = list(infos)
+        self.forced = []
+
+    async def get(self, job_id, force=False):
+        self.forced.append(force)
+        return self.infos.pop(0) if len(self.infos) > 1 else self.infos[0]
 
 
 @pytest.fixture
-def spawner(tmp_path):
-    s = CondorlabSpawner(
-        user=SimpleNamespace(name="alice", url="/user/alice/"),
-        submit_template=str(TEMPLATE),
-        port_range=(50000, 50010),
-    )
-    s.api_token = "secret-token-value"
+def spawner():
+    s = CondorlabSpawner(user=SimpleNamespace(name="alice", url="/user/alice/"), port_range=(50000, 50010))
+    s.startup_poll_interval = 0
+    s.calls = []
+
+    async def fake_helper(*args, stdin=None):
+        s.calls.append((args, json.loads(stdin) if stdin else None))
+        return {"cluster": 12, "work_dir": "/shared/alice"} if args[0] == "submit" else {"removed": 12}
+
+    s.run_helper = fake_helper
+    s.get_env = lambda: {"JUPYTERHUB_API_TOKEN": "tok", "JUPYTERHUB_USER": "alice"}
     return s
+
+
+def run(coro):
+    return asyncio.run(coro)
 
 
 def test_batchspawner_handler_is_not_reachable_and_ours_is():
@@ -30,33 +48,34 @@ def test_batchspawner_handler_is_not_reachable_and_ours_is():
     assert paths.count(handlers.PORT_REPORT_PATH) == 1
 
 
-def test_submit_description_has_no_secret_and_marks_the_session(spawner):
-    text = spawner.render_submit(shared_dir="")
-    assert "secret-token-value" not in text
-    assert "+CondorlabSession = true" in text
-    assert '+CondorlabServer = "alice/default"' in text
-    assert "transfer_input_files = .condorlab/sessions/default/session.json, condorlab" in text
-    assert "getenv" not in text.lower() and "environment" not in text.lower()
+def test_the_helper_runs_through_sudo_as_the_user_only(spawner):
+    assert spawner.helper_cmd("remove", "12") == [
+        "sudo",
+        "-n",
+        "-u",
+        "alice",
+        "--",
+        "/usr/local/libexec/condorlab/condorlab-job",
+        "remove",
+        "12",
+    ]
+    spawner.user = SimpleNamespace(name="-x alice")
+    with pytest.raises(ValueError, match="not a Unix user name"):
+        spawner.helper_cmd("remove", "12")
 
 
-def test_shared_area_mode_transfers_no_work_directory(spawner):
-    text = spawner.render_submit(shared_dir="/shared/alice")
-    assert "transfer_input_files = .condorlab/sessions/default/session.json\n" in text
-    assert "transfer_output_files = session.summary\n" in text
+def test_submit_sends_only_checked_values(spawner):
+    assert run(spawner.submit_batch_script()) == "12"
+    (args, request), *_ = spawner.calls
+    assert args == ("submit",)
+    assert set(request) == {"server", "env", "request_cpus", "request_memory"}
+    assert request["server"] == "default" and request["env"]["JUPYTERHUB_API_TOKEN"] == "tok"
 
 
-def test_the_token_travels_only_in_the_session_file(spawner, monkeypatch):
-    monkeypatch.setattr(spawner, "get_env", lambda: {"JUPYTERHUB_API_TOKEN": spawner.api_token})
-    session = json.loads(spawner.session_file(shared_dir=""))
-    assert session["env"]["JUPYTERHUB_API_TOKEN"] == "secret-token-value"
-    assert session["work_dir"] == "condorlab" and session["port_range"] == [50000, 50010]
-
-
-def test_shared_dir_is_used_only_when_it_exists(spawner, tmp_path):
-    spawner.shared_area = str(tmp_path / "{username}")
-    assert spawner.shared_dir() == ""
-    (tmp_path / "alice").mkdir()
-    assert spawner.shared_dir() == str(tmp_path / "alice")
+def test_named_servers_do_not_share_the_default_staging(spawner, monkeypatch):
+    assert spawner.server_key == "default"
+    monkeypatch.setattr(CondorlabSpawner, "name", property(lambda self: "default"))
+    assert spawner.server_key == "named-default"
 
 
 @pytest.mark.parametrize(
@@ -79,13 +98,88 @@ def test_accept_port(spawner, job_id, port, reported, error):
         assert message == "" and spawner.port == reported
 
 
-def test_the_helper_runs_through_sudo_as_the_user(spawner):
-    assert spawner.helper_cmd("remove", "12") == [
-        "sudo",
-        "-n",
-        "-u",
-        "alice",
-        "/usr/local/libexec/condorlab/condorlab-job",
-        "remove",
-        "12",
-    ]
+def test_start_waits_for_the_job_and_the_port(spawner):
+    spawner.status_cache = FakeCache(JobInfo(State.IDLE), JobInfo(State.RUNNING, host="wn1"))
+
+    async def go():
+        task = asyncio.ensure_future(spawner.start())
+        await asyncio.sleep(0.05)
+        assert not task.done(), "no port reported yet"
+        assert spawner.accept_port(50003) == ""
+        return await asyncio.wait_for(task, 5)
+
+    assert run(go()) == ("wn1", 50003)
+    assert spawner.status_cache.forced[0] is True, "the first look after submitting bypasses the cache"
+
+
+@pytest.mark.parametrize(
+    ("info", "message"),
+    [
+        (JobInfo(State.HELD, hold_reason="Error from slot1@wn1: out of memory"), "held by HTCondor: Error from"),
+        (JobInfo(State.GONE), "ended before the lab started"),
+    ],
+)
+def test_start_notices_a_job_that_dies_or_is_held(spawner, info, message):
+    spawner.status_cache = FakeCache(JobInfo(State.IDLE), info)
+    with pytest.raises(RuntimeError, match=message):
+        run(spawner.start())
+    assert ("remove", "12") in [c[0] for c in spawner.calls]
+    assert spawner.job_id == ""
+
+
+def test_poll_keeps_a_session_whose_state_is_unknown(spawner):
+    spawner.job_id = "12"
+    spawner.status_cache = FakeCache(JobInfo(State.UNKNOWN))
+    assert run(spawner.poll()) is None
+    assert spawner.job_id == "12"
+
+
+def test_poll_removes_a_held_session(spawner):
+    spawner.job_id = "12"
+    spawner.status_cache = FakeCache(JobInfo(State.HELD, hold_reason="walltime"))
+    assert run(spawner.poll()) == 1
+    assert [c[0] for c in spawner.calls] == [("remove", "12")]
+
+
+def test_poll_ends_an_evicted_session_without_removing_its_job(spawner):
+    spawner.job_id = "12"
+    spawner.port = 50003
+    spawner.status_cache = FakeCache(JobInfo(State.IDLE, starts=1))
+    assert run(spawner.poll()) == 1
+    assert spawner.calls == [], "the job reruns to bring the work directory back"
+
+
+def test_stop_removes_a_session_that_does_not_shut_down(spawner):
+    spawner.job_id = "12"
+    spawner.status_cache = FakeCache(JobInfo(State.GONE))
+
+    async def no_server():
+        return False
+
+    spawner.request_shutdown = no_server
+    run(spawner.stop())
+    assert [c[0] for c in spawner.calls] == [("remove", "12")]
+
+
+def test_stop_waits_while_files_come_back(spawner):
+    spawner.job_id = "12"
+    spawner.stop_grace = 0
+    spawner.status_cache = FakeCache(
+        JobInfo(State.RUNNING, transferring=True), JobInfo(State.RUNNING, transferring=True), JobInfo(State.GONE)
+    )
+
+    async def shut():
+        return True
+
+    spawner.request_shutdown = shut
+
+    async def fast_sleep(_):
+        return None
+
+    original = asyncio.sleep
+    asyncio.sleep = fast_sleep
+    try:
+        run(spawner.stop())
+    finally:
+        asyncio.sleep = original
+    assert spawner.calls == [], "a session sending its files back is not removed"

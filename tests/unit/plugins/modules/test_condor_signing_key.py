@@ -129,10 +129,11 @@ def test_missing_directory(tmp_path, capsys):
 
 def test_store_cred_failure_is_reported(keydir, tmp_path, capsys):
     script = tmp_path / "fail"
-    script.write_text("#!/bin/sh\necho broken >&2\nexit 3\n")
+    # Like condor_store_cred, it reads the secret before it fails.
+    script.write_text("#!/bin/sh\ncat >/dev/null\necho broken >&2\nexit 3\n")
     script.chmod(0o755)
     failed, result = run_module(module, {"directory": str(keydir), "store_cred": str(script)}, capsys)
-    assert failed and "rc=3" in result["msg"] and "broken" in result["msg"]
+    assert failed and "rc=3" in result["msg"] and "broken" in result["msg"], result
 
 
 def test_check_mode_before_htcondor_is_installed(tmp_path, capsys):

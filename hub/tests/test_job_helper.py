@@ -1,0 +1,76 @@
+"""The job helper the hub runs as the user: it must accept checked values only."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import pwd
+from pathlib import Path
+
+import pytest
+
+ROLE_FILES = Path(__file__).resolve().parents[2] / "roles" / "jupyterhub" / "files"
+loader = importlib.machinery.SourceFileLoader("condorlab_job", str(ROLE_FILES / "condorlab-job"))
+spec = importlib.util.spec_from_loader("condorlab_job", loader)
+helper = importlib.util.module_from_spec(spec)
+loader.exec_module(helper)
+
+CONFIG = {
+    "template": str(ROLE_FILES / "session.sub.j2"),
+    "session_command": "/opt/condorlab/singleuser/bin/condorlab-session",
+    "shared_area": "",
+    "transfer_dir": "condorlab",
+    "port_range": [50000, 50999],
+    "max_cpus": 8,
+}
+GOOD = {"server": "default", "env": {"JUPYTERHUB_API_TOKEN": "tok"}, "request_cpus": 2, "request_memory": "2GB"}
+ALICE = pwd.struct_passwd(("alice", "x", 2001, 2001, "", "/home/alice", "/bin/bash"))
+
+
+def test_a_good_request_passes():
+    checked = helper.check_request(GOOD, CONFIG)
+    assert checked["server"] == "default" and checked["request_memory"] == "2GB"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"server": "../etc"}, "bad server name"),
+        ({"server": ".hidden"}, "bad server name"),
+        ({"server": "a\nuniverse = local"}, "bad server name"),
+        ({"request_cpus": 0}, "request_cpus"),
+        ({"request_cpus": 9}, "request_cpus"),
+        ({"request_cpus": True}, "request_cpus"),
+        ({"request_memory": "2GB\nexecutable = /bin/sh"}, "request_memory"),
+        ({"request_memory": "lots"}, "request_memory"),
+        ({"env": {"A B": "x"}}, "env"),
+        ({"env": {"X": 1}}, "env"),
+        ({"env": "X=1"}, "env"),
+    ],
+)
+def test_bad_requests_are_refused(change, message):
+    with pytest.raises(helper.RequestError, match=message):
+        helper.check_request({**GOOD, **change}, CONFIG)
+
+
+def test_the_rendered_description_is_the_site_template():
+    text = helper.render(CONFIG, ALICE, helper.check_request(GOOD, CONFIG), shared_dir="")
+    assert "executable = /opt/condorlab/singleuser/bin/condorlab-session" in text
+    assert "universe = vanilla" in text
+    assert "transfer_input_files = .condorlab/sessions/default/session.json, condorlab" in text
+    assert "request_cpus = 2" in text and "request_memory = 2GB" in text
+    assert '+CondorlabServer = "alice/default"' in text
+    assert "tok" not in text, "the token never goes into the description"
+
+
+def test_shared_area_mode_transfers_no_work_directory():
+    text = helper.render(CONFIG, ALICE, helper.check_request(GOOD, CONFIG), shared_dir="/shared/alice")
+    assert "transfer_input_files = .condorlab/sessions/default/session.json\n" in text
+    assert "transfer_output_files = session.summary\n" in text
+
+
+def test_shared_dir_only_when_it_exists_and_is_writable(tmp_path):
+    config = {**CONFIG, "shared_area": str(tmp_path / "{username}")}
+    assert helper.shared_dir_of(ALICE, config) == ""
+    (tmp_path / "alice").mkdir()
+    assert helper.shared_dir_of(ALICE, config) == str(tmp_path / "alice")
