@@ -11,6 +11,10 @@ Differences from batchspawner's CondorSpawner:
   htcondor bindings; a failed query leaves sessions alive ("unknown"), a held
   job is reported with its hold reason and removed; an evicted session is
   reported ended (its job reruns only to bring the work directory back);
+- with internal TLS, the session's key, certificate and CA bundle travel the
+  same way (0600 files sent with the job), since the job's host is not known
+  when JupyterHub makes them; their names cover the execute nodes, and a
+  session on a node they do not cover fails with a message saying so;
 - the port is reported to our own handler (see handlers.py), which accepts
   one integer port in the configured range and nothing else;
 - stopping asks the lab to shut down, so the job ends normally and Condor
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 
 from batchspawner import CondorSpawner, JobStatus
@@ -31,6 +36,10 @@ from . import handlers
 from .jobs import JobInfo, State, shared_cache
 
 handlers.install()
+
+# Names of the session's TLS files in the job's sandbox (and the staging
+# directory); the job helper accepts these names only.
+TLS_FILES = {"keyfile": "session-tls.key", "certfile": "session-tls.crt", "cafile": "session-ca.crt"}
 
 SERVER_NAME = re.compile(r"^[A-Za-z0-9._-]{1,58}$")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -66,6 +75,9 @@ class CondorlabSpawner(CondorSpawner):
     def _status_cache_default(self):
         return shared_cache
 
+    # The session's TLS files (name -> PEM text) for the next submission.
+    tls_files = Any(None)
+
     # The last state read from the cache.
     job_info = Any(JobInfo(State.GONE))
 
@@ -87,6 +99,34 @@ class CondorlabSpawner(CondorSpawner):
             return "this server is not waiting for a port"
         self.port = port
         return ""
+
+    # ---- internal TLS ----------------------------------------------------
+
+    async def move_certs(self, paths: dict) -> dict:
+        """Send the session's TLS files with the job instead of leaving them on the hub.
+
+        JupyterHub made them in its own store before the job's host is known;
+        they are read here, handed to the job helper on its standard input and
+        travel as 0600 files with the job. The key is then removed from the
+        hub's store. The job sees them under fixed names in its sandbox.
+        """
+        files = {}
+        for kind, name in TLS_FILES.items():
+            with open(paths[kind]) as handle:
+                files[name] = handle.read()
+        self.tls_files = files
+        try:
+            os.unlink(paths["keyfile"])
+        except OSError as exc:
+            self.log.warning("Could not remove the session key from the hub's store: %s", exc)
+        return dict(TLS_FILES)
+
+    def host_covered(self, host: str) -> bool:
+        """Whether the session certificate's names (ssl_alt_names) cover this host."""
+        if not self.internal_ssl:
+            return True
+        names = self.ssl_alt_names if isinstance(self.ssl_alt_names, list) else []
+        return any(name_covers(name, host) for name in names)
 
     # ---- the job helper --------------------------------------------------
 
@@ -117,7 +157,12 @@ class CondorlabSpawner(CondorSpawner):
             "request_cpus": self.request_cpus,
             "request_memory": self.request_memory,
         }
-        reply = await self.run_helper("submit", stdin=json.dumps(request))
+        if self.tls_files:
+            request["files"] = self.tls_files
+        try:
+            reply = await self.run_helper("submit", stdin=json.dumps(request))
+        finally:
+            self.tls_files = None
         self.job_id = str(reply["cluster"])
         self.log.info(
             "Session of %s (%s) is job %s, working in %s",
@@ -210,6 +255,13 @@ class CondorlabSpawner(CondorSpawner):
                 break
             await asyncio.sleep(self.startup_poll_interval)
         self.ip = self.state_gethost()
+        if not self.host_covered(self.ip):
+            await self.cancel_batch_job()
+            self.clear_state()
+            raise RuntimeError(
+                f"The session landed on {self.ip}, which the session certificates do not cover; "
+                "add the node to the condor_execute group (or set jupyterhub_internal_tls_names) and re-run site.yml"
+            )
         self.log.info("Session job %s of %s runs at %s:%s", self.job_id, self.user.name, self.ip, self.port)
         return self.ip, self.port
 
@@ -267,4 +319,16 @@ class CondorlabSpawner(CondorSpawner):
             await asyncio.sleep(1)
 
 
-__all__ = ["CondorlabSpawner"]
+def name_covers(alt_name: str, host: str) -> bool:
+    """Whether a subjectAltName entry ("DNS:wn1.example.org", "DNS:*.example.org") names host."""
+    if not alt_name.startswith("DNS:"):
+        return False
+    pattern = alt_name[4:].lower().rstrip(".")
+    host = host.lower().rstrip(".")
+    if pattern.startswith("*."):
+        first, _, rest = host.partition(".")
+        return bool(first) and rest == pattern[2:]
+    return host == pattern
+
+
+__all__ = ["CondorlabSpawner", "name_covers"]

@@ -1,0 +1,193 @@
+# Copyright: condorlab contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters that turn the roles' firewall rule fragments into nftables rules."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from ansible.errors import AnsibleFilterError
+
+DOCUMENTATION = r"""
+name: firewall_nft_rules
+short_description: Turn firewall rule fragments into nftables rule lines
+description:
+  - Each role that needs inbound connections exports a list of rules; the
+    firewall role joins them and renders them with this filter into the
+    input chain of its nftables ruleset (policy drop).
+  - A rule is a dict with C(comment), C(proto) (tcp or udp), C(ports) (port
+    numbers or C("first-last") ranges) and C(sources). A source is C(any), an
+    IPv4/IPv6 address or network, or an inventory host name, which stands for
+    that host's addresses (its C(firewall_addresses) if set, otherwise its
+    gathered IPv4 and global IPv6 addresses).
+  - A rule whose sources name no address at all opens nothing.
+  - Refuses malformed rules and hosts with no known address, naming the rule
+    and the fix.
+positional: _input
+options:
+  _input:
+    description: The rules.
+    type: list
+    elements: dict
+    required: true
+  hostvars:
+    description: Ansible's C(hostvars), to look up the addresses of host names.
+    type: dict
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Render the rules
+  ansible.builtin.debug:
+    msg: >-
+      {{ [{'comment': 'HTCondor', 'proto': 'tcp', 'ports': [9618], 'sources': ['cm', '10.0.0.0/24']}]
+         | firewall_nft_rules(hostvars) }}
+  # ['ip saddr { 10.0.0.0/24, 10.88.0.2 } tcp dport { 9618 } accept comment "HTCondor"']
+"""
+
+RETURN = r"""
+_value:
+  description: nftables rule statements, one a line, for an inet table's input chain.
+  type: list
+  elements: str
+"""
+
+HOST_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})$")
+COMMENT = re.compile(r"^[A-Za-z0-9 ,.:;()'/+_-]{1,120}$")
+PORT_RANGE = re.compile(r"^([0-9]{1,5})-([0-9]{1,5})$")
+
+
+def _fail(rule_name: str, message: str) -> None:
+    raise AnsibleFilterError(f"firewall_nft_rules: rule {rule_name!r}: {message}")
+
+
+def _ports(rule_name: str, ports) -> list[str]:
+    if not isinstance(ports, (list, tuple)) or not ports:
+        _fail(rule_name, f"ports must be a non-empty list, not {ports!r}")
+    result = []
+    for port in ports:
+        text = str(port).strip()
+        match = PORT_RANGE.match(text)
+        if match:
+            low, high = int(match.group(1)), int(match.group(2))
+            if not 1 <= low <= high <= 65535:
+                _fail(rule_name, f"port range {text!r} must be first-last with 1 <= first <= last <= 65535")
+            result.append(f"{low}-{high}")
+        elif text.isdigit() and 1 <= int(text) <= 65535:
+            result.append(str(int(text)))
+        else:
+            _fail(rule_name, f"port {port!r} is not a port number (1-65535) or a first-last range")
+    return result
+
+
+def _host_addresses(rule_name: str, host: str, hostvars) -> list[str]:
+    variables = hostvars[host]
+    explicit = variables.get("firewall_addresses")
+    if explicit:
+        return list(explicit)
+    addresses = list(variables.get("ansible_all_ipv4_addresses") or [])
+    for address in variables.get("ansible_all_ipv6_addresses") or []:
+        parsed = ipaddress.ip_address(address.split("%")[0])
+        if not (parsed.is_link_local or parsed.is_loopback):
+            addresses.append(str(parsed))
+    if not addresses:
+        _fail(
+            rule_name,
+            f"no address is known for host {host}; gather its facts (run the firewall play without --limit) "
+            "or set firewall_addresses for it in the inventory",
+        )
+    return addresses
+
+
+def _sources(rule_name: str, sources, hostvars) -> tuple[bool, list, list]:
+    """(any, IPv4 networks, IPv6 networks) of a rule's sources."""
+    if not isinstance(sources, (list, tuple)):
+        _fail(rule_name, f"sources must be a list, not {sources!r}")
+    v4: set = set()
+    v6: set = set()
+    for source in sources:
+        if not isinstance(source, str) or not source:
+            _fail(rule_name, f"source {source!r} is not a host name, an address or 'any'")
+        if source == "any":
+            return True, [], []
+        if hostvars is None and HOST_NAME.match(source) and not _is_network(source):
+            continue  # checked before the hosts are known: a host name is fine
+        if hostvars is not None and source in hostvars:
+            candidates = _host_addresses(rule_name, source, hostvars)
+        else:
+            candidates = [source]
+        for candidate in candidates:
+            try:
+                network = ipaddress.ip_network(candidate, strict=False)
+            except ValueError:
+                _fail(
+                    rule_name,
+                    f"source {candidate!r} is neither an inventory host nor an address or network; "
+                    "use a host of the inventory, an address such as 10.0.0.5 or a network such as 10.0.0.0/24",
+                )
+            (v4 if network.version == 4 else v6).add(network)
+    return False, sorted(v4), sorted(v6)
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _network_text(network) -> str:
+    full = 32 if network.version == 4 else 128
+    return str(network.network_address) if network.prefixlen == full else str(network)
+
+
+def firewall_nft_rules(rules, hostvars) -> list[str]:
+    if not isinstance(rules, (list, tuple)):
+        raise AnsibleFilterError(f"firewall_nft_rules: expected a list of rules, got {rules!r}")
+    lines = []
+    for index, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            raise AnsibleFilterError(f"firewall_nft_rules: rule {index} is not a dict: {rule!r}")
+        name = rule.get("comment", "")
+        if not isinstance(name, str) or not COMMENT.match(name):
+            raise AnsibleFilterError(
+                f"firewall_nft_rules: rule {index} needs a comment of letters, digits, spaces and ,.:;()'/+_- "
+                f"(at most 120), not {name!r}"
+            )
+        unknown = set(rule) - {"comment", "proto", "ports", "sources"}
+        if unknown:
+            _fail(name, f"unknown keys {sorted(unknown)}; a rule has comment, proto, ports and sources")
+        proto = rule.get("proto", "tcp")
+        if proto not in ("tcp", "udp"):
+            _fail(name, f"proto must be tcp or udp, not {proto!r}")
+        ports = ", ".join(_ports(name, rule.get("ports")))
+        everyone, v4, v6 = _sources(name, rule.get("sources", []), hostvars)
+        tail = f'{proto} dport {{ {ports} }} accept comment "{name}"'
+        if everyone:
+            lines.append(tail)
+            continue
+        if v4:
+            lines.append(f"ip saddr {{ {', '.join(_network_text(n) for n in v4)} }} {tail}")
+        if v6:
+            lines.append(f"ip6 saddr {{ {', '.join(_network_text(n) for n in v6)} }} {tail}")
+    return lines
+
+
+def firewall_rule_errors(rules) -> list[str]:
+    """The problems of a list of rules, checked before any host is known (host names are taken as they are)."""
+    if not isinstance(rules, (list, tuple)):
+        return [f"expected a list of rules, got {rules!r}"]
+    problems = []
+    for rule in rules:
+        try:
+            firewall_nft_rules([rule], None)
+        except AnsibleFilterError as exc:
+            problems.append(str(exc.message).removeprefix("firewall_nft_rules: "))
+    return problems
+
+
+class FilterModule:
+    def filters(self):
+        return {"firewall_nft_rules": firewall_nft_rules, "firewall_rule_errors": firewall_rule_errors}
