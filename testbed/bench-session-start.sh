@@ -17,6 +17,8 @@ password=$(awk -F: -v u="$user" '$1 == u {print $2}' "$here/.demo-logins" 2>/dev
 [[ -n $password ]] || { echo "bench: no demo password for $user; run 'make demo' again" >&2; exit 1; }
 
 podman cp "$here/../molecule/default/tests/hubclient.py" "$prefix-outsider:/tmp/hubclient.py"
+podman exec "$prefix-hub" cat /etc/condorlab/public-tls/ca.crt \
+  | podman exec -i "$prefix-outsider" sh -c 'cat > /tmp/condorlab-public-ca.crt'
 client() { podman exec "$prefix-outsider" python3 /tmp/hubclient.py "$@"; }
 client stop "$user" "$password" >/dev/null
 

@@ -13,7 +13,7 @@ network=condorlab-demo
 prefix=condorlab-demo
 hosts=(cm hub wn1 wn2 outsider)
 shared_volume=condorlab-demo-shared
-public_port=${CONDORLAB_DEMO_PORT:-8000}
+public_port=${CONDORLAB_DEMO_PORT:-8443}
 pip_cache=${CONDORLAB_PIP_CACHE:-$HOME/.cache/condorlab-pip}
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
 
@@ -39,7 +39,7 @@ up() {
     fi
     local extra=()
     case $h in
-      hub) extra=(-p "127.0.0.1:$public_port:8000" -v "$shared_volume:/shared") ;;
+      hub) extra=(-p "127.0.0.1:$public_port:443" -v "$shared_volume:/shared") ;;
       wn*) extra=(-v "$shared_volume:/shared") ;;
     esac
     podman run -d --name "$name" --hostname "$h" --network "$network" --network-alias "$h" \
@@ -96,7 +96,12 @@ status() {
     echo "HTCondor pool seen by the central manager (cm):"
     podman exec "$prefix-cm" condor_status -any -af MyType Name 2>/dev/null | sed 's/^/  /' || echo "  (collector not answering)"
     echo
-    echo "JupyterHub: http://127.0.0.1:$public_port/ (published from the hub container)"
+    echo "JupyterHub: https://localhost:$public_port/ (published from the hub container)"
+    if podman exec "$prefix-hub" test -f /etc/condorlab/public-tls/ca.crt 2>/dev/null; then
+      podman exec "$prefix-hub" cat /etc/condorlab/public-tls/ca.crt > "$here/.demo-ca.crt"
+      echo "Its certificate is signed by the demo's own CA: trust $here/.demo-ca.crt in your browser,"
+      echo "or try: curl --cacert $here/.demo-ca.crt https://localhost:$public_port/hub/api/"
+    fi
     if [[ -f $here/.demo-logins ]]; then
       echo "Demo logins (user:password; alice and bob have a shared area, carol's work travels with her job):"
       sed 's/^/  /' "$here/.demo-logins"
@@ -117,7 +122,7 @@ down() {
   done
   podman network exists "$network" && podman network rm "$network" >/dev/null
   podman volume exists "$shared_volume" && podman volume rm "$shared_volume" >/dev/null
-  rm -f "$here/.demo-logins"
+  rm -f "$here/.demo-logins" "$here/.demo-ca.crt"
   echo "demo: test bed removed"
 }
 

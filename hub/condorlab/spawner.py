@@ -27,8 +27,10 @@ import asyncio
 import json
 import os
 import re
+import ssl
 
 from batchspawner import CondorSpawner, JobStatus
+from jupyterhub.utils import make_ssl_context
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets import Any, Integer, Tuple, Unicode, default
 
@@ -120,6 +122,15 @@ class CondorlabSpawner(CondorSpawner):
         except OSError as exc:
             self.log.warning("Could not remove the session key from the hub's store: %s", exc)
         return dict(TLS_FILES)
+
+    def internal_ssl_context(self) -> ssl.SSLContext | None:
+        """The hub's client context for talking to a lab (mutual TLS), or None without internal TLS."""
+        if not self.internal_ssl:
+            return None
+        settings = self.user.settings
+        return make_ssl_context(
+            settings["internal_ssl_key"], settings["internal_ssl_cert"], cafile=settings["internal_ssl_ca"]
+        )
 
     def host_covered(self, host: str) -> bool:
         """Whether the session certificate's names (ssl_alt_names) cover this host."""
@@ -277,7 +288,12 @@ class CondorlabSpawner(CondorSpawner):
         )
         url = f"{self.server.host}{self.server.base_url}api/shutdown"
         request = HTTPRequest(
-            url, method="POST", body=b"", headers={"Authorization": f"token {token}"}, request_timeout=10
+            url,
+            method="POST",
+            body=b"",
+            headers={"Authorization": f"token {token}"},
+            request_timeout=10,
+            ssl_options=self.internal_ssl_context(),
         )
         try:
             await AsyncHTTPClient().fetch(request)

@@ -20,7 +20,6 @@ CONFIG = {
     "session_command": "/opt/condorlab/singleuser/bin/condorlab-session",
     "shared_area": "",
     "transfer_dir": "condorlab",
-    "port_range": [50000, 50999],
     "max_cpus": 8,
 }
 GOOD = {"server": "default", "env": {"JUPYTERHUB_API_TOKEN": "tok"}, "request_cpus": 2, "request_memory": "2GB"}
@@ -46,6 +45,11 @@ def test_a_good_request_passes():
         ({"env": {"A B": "x"}}, "env"),
         ({"env": {"X": 1}}, "env"),
         ({"env": "X=1"}, "env"),
+        ({"files": {"../../.bashrc": "-----BEGIN X"}}, "files may only name"),
+        ({"files": {"session-tls.key": 1}}, "must be PEM text"),
+        ({"files": {"session-tls.key": "echo pwned"}}, "must be PEM text"),
+        ({"files": {"session-tls.key": "-----BEGIN " + "A" * 70000}}, "must be PEM text"),
+        ({"executable": "/bin/sh"}, "unknown request fields: executable"),
     ],
 )
 def test_bad_requests_are_refused(change, message):
@@ -74,3 +78,14 @@ def test_shared_dir_only_when_it_exists_and_is_writable(tmp_path):
     assert helper.shared_dir_of(ALICE, config) == ""
     (tmp_path / "alice").mkdir()
     assert helper.shared_dir_of(ALICE, config) == str(tmp_path / "alice")
+
+
+def test_tls_files_are_sent_encrypted_and_never_inline(tmp_path):
+    files = {"session-tls.key": "-----BEGIN PRIVATE KEY-----\nsecret", "session-ca.crt": "-----BEGIN CERTIFICATE"}
+    checked = helper.check_request({**GOOD, "files": files}, CONFIG)
+    text = helper.render(CONFIG, ALICE, checked, shared_dir="/shared/alice")
+    staged = ".condorlab/sessions/default/"
+    secrets = f"{staged}session.json, {staged}session-ca.crt, {staged}session-tls.key"
+    assert f"transfer_input_files = {secrets}\n" in text
+    assert f"encrypt_input_files = {secrets}\n" in text
+    assert "secret" not in text

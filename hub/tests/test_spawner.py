@@ -183,3 +183,65 @@ def test_stop_waits_while_files_come_back(spawner):
     finally:
         asyncio.sleep = original
     assert spawner.calls == [], "a session sending its files back is not removed"
+
+
+def test_tls_files_travel_with_the_job_and_leave_the_hub(spawner, tmp_path):
+    for name, text in (("k.key", "-----BEGIN KEY"), ("c.crt", "-----BEGIN CERT"), ("ca.crt", "-----BEGIN CA")):
+        (tmp_path / name).write_text(text)
+    paths = {
+        "keyfile": str(tmp_path / "k.key"),
+        "certfile": str(tmp_path / "c.crt"),
+        "cafile": str(tmp_path / "ca.crt"),
+    }
+    moved = run(spawner.move_certs(paths))
+    assert moved == {"keyfile": "session-tls.key", "certfile": "session-tls.crt", "cafile": "session-ca.crt"}
+    assert not (tmp_path / "k.key").exists(), "the session key does not stay in the hub's store"
+    run(spawner.submit_batch_script())
+    (_, request), *_ = spawner.calls
+    assert request["files"] == {
+        "session-tls.key": "-----BEGIN KEY",
+        "session-tls.crt": "-----BEGIN CERT",
+        "session-ca.crt": "-----BEGIN CA",
+    }
+    assert spawner.tls_files is None, "the key is not kept in memory after the submission"
+
+
+@pytest.mark.parametrize(
+    ("name", "host", "covered"),
+    [
+        ("DNS:wn1", "wn1", True),
+        ("DNS:wn1", "WN1.", True),
+        ("DNS:wn1", "wn10", False),
+        ("DNS:*.farm.example.org", "wn7.farm.example.org", True),
+        ("DNS:*.farm.example.org", "a.wn7.farm.example.org", False),
+        ("DNS:*.farm.example.org", "farm.example.org", False),
+        ("IP:10.0.0.1", "10.0.0.1", False),
+    ],
+)
+def test_name_covers(name, host, covered):
+    from condorlab.spawner import name_covers
+
+    assert name_covers(name, host) is covered
+
+
+def test_a_session_on_a_node_the_certificate_does_not_cover_fails(spawner):
+    spawner.internal_ssl = True
+    spawner.ssl_alt_names = ["DNS:wn1", "DNS:wn2"]
+    spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn9"))
+    spawner.port = 50001  # as if reported
+    spawner.accept_port = lambda port: ""
+
+    async def go():
+        original = spawner.submit_batch_script
+
+        async def submit():
+            job = await original()
+            spawner.port = 50001
+            return job
+
+        spawner.submit_batch_script = submit
+        await spawner.start()
+
+    with pytest.raises(RuntimeError, match="landed on wn9, which the session certificates do not cover"):
+        run(go())
+    assert [c[0][0] for c in spawner.calls] == ["submit", "remove"]

@@ -6,20 +6,27 @@ Prints one JSON document with what it saw. Standard library only.
 
 import http.cookiejar
 import json
+import os
+import ssl
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
-HUB = "http://hub:8000"
+HUB = os.environ.get("CONDORLAB_HUB", "https://hub")
+# The CA of the hub's public certificate (the test bed's generated one).
+CA_FILE = os.environ.get("CONDORLAB_HUB_CA", "/tmp/condorlab-public-ca.crt")
 
 
 class Client:
     def __init__(self, user: str, password: str):
         self.user = user
         self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        context = ssl.create_default_context(cafile=CA_FILE)
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.jar), urllib.request.HTTPSHandler(context=context)
+        )
         self.password = password
 
     def xsrf(self, path: str = "/hub/") -> str:

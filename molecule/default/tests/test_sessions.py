@@ -24,10 +24,12 @@ def passwords(hub):
 
 
 @pytest.fixture(scope="module")
-def browser(outsider, passwords):
-    """Runs hubclient.py on the outsider host, which reaches the hub over the network."""
+def browser(outsider, hub, passwords):
+    """Runs hubclient.py on the outsider host, which reaches the hub over HTTPS, trusting the test bed's CA."""
     source = base64.b64encode((Path(__file__).parent / "hubclient.py").read_bytes()).decode()
     outsider.check_output(f"echo {source} | base64 -d > /tmp/hubclient.py")
+    ca = base64.b64encode(hub.file("/etc/condorlab/public-tls/ca.crt").content).decode()
+    outsider.check_output(f"echo {ca} | base64 -d > /tmp/condorlab-public-ca.crt")
 
     def run(command: str, user: str, *args: str) -> dict:
         quoted = " ".join(f"'{a}'" for a in (command, user, passwords[user], *args))
@@ -95,7 +97,10 @@ def test_the_api_token_is_not_in_the_job_ad(alice_session, hub):
 
 def test_the_lab_survives_a_hub_restart(alice_session, hub, browser):
     hub.check_output("systemctl restart jupyterhub")
-    assert wait_for(lambda: hub.run("curl -sf http://127.0.0.1:8000/hub/api/").rc == 0, timeout=60)
+    assert wait_for(
+        lambda: hub.run("curl -sf --cacert /etc/condorlab/public-tls/ca.crt https://localhost/hub/api/").rc == 0,
+        timeout=60,
+    )
     assert len(session_jobs(hub, "alice")) == 1
     result = browser("get", "alice", "/user/alice/api/status")
     assert result["status"] == 200, result
