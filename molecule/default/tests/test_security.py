@@ -264,3 +264,10 @@ def test_the_session_still_ends_normally(session, client, hub):
     history = hub.check_output(f"runuser -u bob -- condor_history {cluster} -long")
     assert f"ClusterId = {cluster}" in history
     assert session["token"] not in history and session["key_line"] not in history
+
+
+def test_the_internal_ca_keys_are_the_hubs_alone(hub):
+    assert hub.file("/var/lib/jupyterhub").mode == 0o700
+    for key in (f"{INTERNAL}/notebooks-ca/notebooks-ca.key", f"{PROXY_TLS}/proxy-client.key", f"{PUBLIC_CA[:-3]}key"):
+        result = hub.run(f"runuser -u bob -- cat {key}")
+        assert result.rc != 0 and "Permission denied" in result.stderr, key

@@ -60,6 +60,13 @@ def test_check_mode_on_the_converged_site_reports_no_change():
             "uid 2001 is also the uid of alice",
         ),
         ('{"htcondor_host_roles": ["scheduler"]}', "value of htcondor_host_roles must be one or more of"),
+        ("jupyterhub_internal_tls_wildcard=*.org", 'jupyterhub_internal_tls_wildcard is "*.org"'),
+        ("jupyterhub_public_tls_cert=/etc/ssl/certs/hub.pem", "only one of jupyterhub_public_tls_cert"),
+        (
+            '{"firewall_rules": [{"comment": "db", "proto": "tcp", "ports": [70000], "sources": ["any"]}]}',
+            "rule 'db': port 70000 is not a port number",
+        ),
+        ('{"jupyterhub_session_port_range": [40000, 40100]}', "accepts jupyterhub_session_port_range"),
     ],
 )
 def test_bad_settings_stop_before_any_host_changes(extra_vars, message, cm):
@@ -73,6 +80,7 @@ def test_bad_settings_stop_before_any_host_changes(extra_vars, message, cm):
     assert all(s["changed"] == 0 for s in stats.values()), stats
     # The preflight play stops the run: no later play starts.
     assert "PLAY [Create local users" not in run.stdout
+    assert "PLAY [Firewall the condorlab hosts]" not in run.stdout
     assert "PLAY [Configure the HTCondor pool]" not in run.stdout
     assert cm.file(marker).mtime == before
 
