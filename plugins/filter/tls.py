@@ -59,12 +59,16 @@ def condorlab_session_alt_names(hosts, wildcard: str = "", domain: str = "") -> 
     if wildcard:
         if not isinstance(wildcard, str) or not WILDCARD.match(wildcard):
             raise AnsibleFilterError(
-                f"condorlab_session_alt_names: wildcard {wildcard!r} is not of the form *.farm.example.org "
-                "(one leading '*.' and at least two more labels)"
+                f"condorlab_session_alt_names: the wildcard (jupyterhub_internal_tls_wildcard) is {wildcard!r}; "
+                "give one of the form *.farm.example.org (a leading '*.' and at least two more labels) "
+                "that covers every execute node, or leave it empty to name the condor_execute hosts"
             )
         return [f"DNS:{wildcard.lower()}"]
     if domain and (not isinstance(domain, str) or not HOST_NAME.match(domain)):
-        raise AnsibleFilterError(f"condorlab_session_alt_names: domain {domain!r} is not a DNS domain name")
+        raise AnsibleFilterError(
+            f"condorlab_session_alt_names: the domain (jupyterhub_internal_tls_domain) is {domain!r}, "
+            "not a DNS domain name such as farm.example.org"
+        )
     if not isinstance(hosts, (list, tuple)):
         raise AnsibleFilterError(f"condorlab_session_alt_names: expected a list of host names, got {hosts!r}")
     if not hosts:

@@ -60,7 +60,7 @@ def test_check_mode_on_the_converged_site_reports_no_change():
             "uid 2001 is also the uid of alice",
         ),
         ('{"htcondor_host_roles": ["scheduler"]}', "value of htcondor_host_roles must be one or more of"),
-        ("jupyterhub_internal_tls_wildcard=*.org", 'jupyterhub_internal_tls_wildcard is "*.org"'),
+        ("jupyterhub_internal_tls_wildcard=*.org", "the wildcard (jupyterhub_internal_tls_wildcard) is '*.org'"),
         ("jupyterhub_public_tls_cert=/etc/ssl/certs/hub.pem", "only one of jupyterhub_public_tls_cert"),
         (
             '{"firewall_rules": [{"comment": "db", "proto": "tcp", "ports": [70000], "sources": ["any"]}]}',
