@@ -15,6 +15,10 @@ Differences from batchspawner's CondorSpawner:
   same way (0600 files sent with the job), since the job's host is not known
   when JupyterHub makes them; their names cover the execute nodes, and a
   session on a node they do not cover fails with a message saying so;
+- the options form offers the profiles of the user's groups (from the
+  inventory's user groups); a request outside them, or above a profile's
+  limits, is refused with a message, and the job helper checks it again;
+- every session start and stop is recorded for accounting (accounting.py);
 - the port is reported to our own handler (see handlers.py), which accepts
   one integer port in the configured range and nothing else;
 - stopping asks the lab to shut down, so the job ends normally and Condor
@@ -31,10 +35,12 @@ import ssl
 
 from batchspawner import CondorSpawner, JobStatus
 from jupyterhub.utils import make_ssl_context
+from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from traitlets import Any, Integer, Tuple, Unicode, default
+from traitlets import Any, Dict, Integer, List, Tuple, Unicode, default
 
-from . import handlers
+from . import handlers, profiles
+from .accounting import SESSION_RECORDS, SessionRecorder
 from .jobs import JobInfo, State, shared_cache
 
 handlers.install()
@@ -60,8 +66,14 @@ class CondorlabSpawner(CondorSpawner):
         help="Ports the singleuser server may report (inclusive); the same range as the job helper's.",
     ).tag(config=True)
 
-    request_cpus = Integer(1, help="CPUs requested for a session.").tag(config=True)
-    request_memory = Unicode("2GB", help="Memory requested for a session (HTCondor units).").tag(config=True)
+    user_groups = List(
+        Dict(),
+        help="The user groups and their profiles, as the condorlab_profiles filter normalises them.",
+    ).tag(config=True)
+
+    accounting_records = Unicode(SESSION_RECORDS, help="File the session start and stop records go to.").tag(
+        config=True
+    )
 
     stop_grace = Integer(30, help="Seconds a stopping session gets to end by itself before it is removed.").tag(
         config=True
@@ -76,6 +88,9 @@ class CondorlabSpawner(CondorSpawner):
     @default("status_cache")
     def _status_cache_default(self):
         return shared_cache
+
+    # The session the user asked for, checked against their groups (profiles.resolve).
+    session = Dict()
 
     # The session's TLS files (name -> PEM text) for the next submission.
     tls_files = Any(None)
@@ -101,6 +116,70 @@ class CondorlabSpawner(CondorSpawner):
             return "this server is not waiting for a port"
         self.port = port
         return ""
+
+    # ---- profiles ------------------------------------------------------------
+
+    def unix_groups(self) -> set[str]:
+        return profiles.unix_groups_of(self.user.name)
+
+    @default("options_form")
+    def _options_form_default(self):
+        return lambda spawner: profiles.form_html(profiles.choices(spawner.user_groups, spawner.unix_groups()))
+
+    def options_from_form(self, formdata: dict) -> dict:
+        options = {}
+        for key in profiles.OPTION_KEYS:
+            value = (formdata.get(key) or [""])[0].strip()
+            if value:
+                options[key] = value
+        return options
+
+    @default("apply_user_options")
+    def _apply_user_options_default(self):
+        return CondorlabSpawner.check_options
+
+    @staticmethod
+    def check_options(spawner: CondorlabSpawner, user_options: dict) -> None:
+        """Take the session the user asked for, or refuse it (400) with the reason."""
+        try:
+            spawner.session = profiles.resolve(spawner.user_groups, spawner.unix_groups(), dict(user_options or {}))
+        except profiles.OptionsError as exc:
+            raise web.HTTPError(400, f"Cannot start this session: {exc}") from None
+
+    def record(self, event: str, **facts) -> None:
+        """Append a session start or stop record; a failure is logged, never fatal."""
+        session = self.session or {}
+        try:
+            SessionRecorder(self.accounting_records).record(
+                event,
+                user=self.user.name,
+                server=self.server_key,
+                job=self.job_id,
+                group=session.get("group"),
+                accounting_group=session.get("accounting_group"),
+                profile=session.get("profile"),
+                request_cpus=session.get("request_cpus"),
+                request_memory_mb=session.get("request_memory_mb"),
+                request_gpus=session.get("request_gpus"),
+                walltime=session.get("walltime"),
+                **facts,
+            )
+        except OSError as exc:
+            self.log.warning("Could not record the session %s of %s: %s", event, self.user.name, exc)
+
+    def get_state(self) -> dict:
+        state = super().get_state()
+        if self.session:
+            state["condorlab_session"] = self.session
+        return state
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self.session = state.get("condorlab_session") or {}
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.session = {}
 
     # ---- internal TLS ----------------------------------------------------
 
@@ -162,11 +241,15 @@ class CondorlabSpawner(CondorSpawner):
     async def submit_batch_script(self) -> str:
         if self.name and not SERVER_NAME.fullmatch(self.name):
             raise ValueError(f"server name {self.name!r} is not usable; use letters, digits, '.', '_' and '-'")
+        if not self.session:
+            self.check_options(self, self.user_options)
         request = {
             "server": self.server_key,
             "env": {k: str(v) for k, v in self.get_env().items()},
-            "request_cpus": self.request_cpus,
-            "request_memory": self.request_memory,
+            "group": self.session["group"],
+            "profile": self.session["profile"],
+            "request_cpus": self.session["request_cpus"],
+            "request_memory_mb": self.session["request_memory_mb"],
         }
         if self.tls_files:
             request["files"] = self.tls_files
@@ -176,9 +259,11 @@ class CondorlabSpawner(CondorSpawner):
             self.tls_files = None
         self.job_id = str(reply["cluster"])
         self.log.info(
-            "Session of %s (%s) is job %s, working in %s",
+            "Session of %s (%s, %s/%s) is job %s, working in %s",
             self.user.name,
             self.server_key,
+            self.session["group"],
+            self.session["profile"],
             self.job_id,
             reply.get("work_dir"),
         )
@@ -231,6 +316,7 @@ class CondorlabSpawner(CondorSpawner):
             await self.cancel_batch_job()
         elif self.job_info.state == State.IDLE:
             self.log.warning("Session job %s of %s was evicted; the session ended", self.job_id, self.user.name)
+        self.record("stop", host=self.job_info.host or self.ip, reason=self.job_info.state.value)
         self.clear_state()
         return 1
 
@@ -274,6 +360,7 @@ class CondorlabSpawner(CondorSpawner):
                 "add the node to the condor_execute group (or set jupyterhub_internal_tls_names) and re-run site.yml"
             )
         self.log.info("Session job %s of %s runs at %s:%s", self.job_id, self.user.name, self.ip, self.port)
+        self.record("start", host=self.ip)
         return self.ip, self.port
 
     async def request_shutdown(self) -> bool:
@@ -322,6 +409,7 @@ class CondorlabSpawner(CondorSpawner):
         if not self.job_id:
             return
         self.log.info("Stopping session job %s of %s", self.job_id, self.user.name)
+        self.record("stop", host=self.job_info.host or self.ip, reason="stopped")
         if not now and await self.request_shutdown():
             # The lab exits, the job ends normally and Condor brings its files back.
             if await self._job_left(self.stop_grace):

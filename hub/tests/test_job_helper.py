@@ -20,15 +20,47 @@ CONFIG = {
     "session_command": "/opt/condorlab/singleuser/bin/condorlab-session",
     "shared_area": "",
     "transfer_dir": "condorlab",
-    "max_cpus": 8,
+    "user_groups": [
+        {
+            "name": "physics",
+            "unix_groups": ["physics"],
+            "accounting_group": "group_physics",
+            "profiles": [
+                {
+                    "name": "big",
+                    "label": "big",
+                    "cpus": 8,
+                    "memory_mb": 4096,
+                    "gpus": 1,
+                    "walltime": 7200,
+                    "requirements": 'OpSys == "LINUX"',
+                },
+            ],
+        },
+        {
+            "name": "astro",
+            "unix_groups": ["astro"],
+            "accounting_group": "group_astro",
+            "profiles": [{"name": "quick", "label": "q", "cpus": 1, "memory_mb": 256, "gpus": 0, "walltime": 1800}],
+        },
+    ],
 }
-GOOD = {"server": "default", "env": {"JUPYTERHUB_API_TOKEN": "tok"}, "request_cpus": 2, "request_memory": "2GB"}
+GOOD = {
+    "server": "default",
+    "env": {"JUPYTERHUB_API_TOKEN": "tok"},
+    "group": "physics",
+    "profile": "big",
+    "request_cpus": 2,
+    "request_memory_mb": 2048,
+}
+MEMBER = {"alice", "physics"}
 ALICE = pwd.struct_passwd(("alice", "x", 2001, 2001, "", "/home/alice", "/bin/bash"))
 
 
 def test_a_good_request_passes():
-    checked = helper.check_request(GOOD, CONFIG)
-    assert checked["server"] == "default" and checked["request_memory"] == "2GB"
+    checked = helper.check_request(GOOD, CONFIG, MEMBER)
+    assert checked["server"] == "default" and checked["request_memory_mb"] == 2048
+    assert checked["accounting_group"] == "group_physics" and checked["walltime"] == 7200
 
 
 @pytest.mark.parametrize(
@@ -38,10 +70,13 @@ def test_a_good_request_passes():
         ({"server": ".hidden"}, "bad server name"),
         ({"server": "a\nuniverse = local"}, "bad server name"),
         ({"request_cpus": 0}, "request_cpus"),
-        ({"request_cpus": 9}, "request_cpus"),
+        ({"request_cpus": 9}, "request_cpus must be an integer from 1 to 8 \\(profile physics/big\\)"),
         ({"request_cpus": True}, "request_cpus"),
-        ({"request_memory": "2GB\nexecutable = /bin/sh"}, "request_memory"),
-        ({"request_memory": "lots"}, "request_memory"),
+        ({"request_memory_mb": "2GB\nexecutable = /bin/sh"}, "request_memory_mb"),
+        ({"request_memory_mb": 8192}, "request_memory_mb must be an integer from 1 to 4096"),
+        ({"group": "astro", "profile": "quick"}, "you are not in the user group 'astro'"),
+        ({"group": "gw"}, "there is no user group 'gw'"),
+        ({"profile": "huge"}, "has no profile 'huge'"),
         ({"env": {"A B": "x"}}, "env"),
         ({"env": {"X": 1}}, "env"),
         ({"env": "X=1"}, "env"),
@@ -54,21 +89,25 @@ def test_a_good_request_passes():
 )
 def test_bad_requests_are_refused(change, message):
     with pytest.raises(helper.RequestError, match=message):
-        helper.check_request({**GOOD, **change}, CONFIG)
+        helper.check_request({**GOOD, **change}, CONFIG, MEMBER)
 
 
 def test_the_rendered_description_is_the_site_template():
-    text = helper.render(CONFIG, ALICE, helper.check_request(GOOD, CONFIG), shared_dir="")
+    text = helper.render(CONFIG, ALICE, helper.check_request(GOOD, CONFIG, MEMBER), shared_dir="")
     assert "executable = /opt/condorlab/singleuser/bin/condorlab-session" in text
     assert "universe = vanilla" in text
     assert "transfer_input_files = .condorlab/sessions/default/session.json, condorlab" in text
-    assert "request_cpus = 2" in text and "request_memory = 2GB" in text
+    assert "request_cpus = 2" in text and "request_memory = 2048" in text
+    assert "request_gpus = 1" in text and 'requirements = OpSys == "LINUX"' in text
+    assert "allowed_execute_duration = 7200" in text
+    assert "accounting_group = group_physics" in text and "accounting_group_user = alice" in text
+    assert '+CondorlabGroup = "physics"' in text and '+CondorlabProfile = "big"' in text
     assert '+CondorlabServer = "alice/default"' in text
     assert "tok" not in text, "the token never goes into the description"
 
 
 def test_shared_area_mode_transfers_no_work_directory():
-    text = helper.render(CONFIG, ALICE, helper.check_request(GOOD, CONFIG), shared_dir="/shared/alice")
+    text = helper.render(CONFIG, ALICE, helper.check_request(GOOD, CONFIG, MEMBER), shared_dir="/shared/alice")
     assert "transfer_input_files = .condorlab/sessions/default/session.json\n" in text
     assert "transfer_output_files = session.summary\n" in text
 
@@ -82,7 +121,7 @@ def test_shared_dir_only_when_it_exists_and_is_writable(tmp_path):
 
 def test_tls_files_are_sent_encrypted_and_never_inline(tmp_path):
     files = {"session-tls.key": "-----BEGIN PRIVATE KEY-----\nsecret", "session-ca.crt": "-----BEGIN CERTIFICATE"}
-    checked = helper.check_request({**GOOD, "files": files}, CONFIG)
+    checked = helper.check_request({**GOOD, "files": files}, CONFIG, MEMBER)
     text = helper.render(CONFIG, ALICE, checked, shared_dir="/shared/alice")
     staged = ".condorlab/sessions/default/"
     secrets = f"{staged}session.json, {staged}session-ca.crt, {staged}session-tls.key"

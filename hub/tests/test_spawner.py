@@ -23,9 +23,34 @@ class FakeCache:
         return self.infos.pop(0) if len(self.infos) > 1 else self.infos[0]
 
 
+USER_GROUPS = [
+    {
+        "name": "physics",
+        "unix_groups": ["physics"],
+        "accounting_group": "group_physics",
+        "profiles": [
+            {"name": "small", "label": "small", "cpus": 1, "memory_mb": 512, "gpus": 0, "walltime": 3600},
+            {"name": "big", "label": "big", "cpus": 4, "memory_mb": 4096, "gpus": 0, "walltime": 7200},
+        ],
+    },
+    {
+        "name": "astro",
+        "unix_groups": ["astro"],
+        "accounting_group": "group_astro",
+        "profiles": [{"name": "quick", "label": "quick", "cpus": 1, "memory_mb": 256, "gpus": 0, "walltime": 1800}],
+    },
+]
+
+
 @pytest.fixture
-def spawner():
-    s = CondorlabSpawner(user=SimpleNamespace(name="alice", url="/user/alice/"), port_range=(50000, 50010))
+def spawner(tmp_path):
+    s = CondorlabSpawner(
+        user=SimpleNamespace(name="alice", url="/user/alice/"),
+        port_range=(50000, 50010),
+        user_groups=USER_GROUPS,
+        accounting_records=str(tmp_path / "sessions.jsonl"),
+    )
+    s.unix_groups = lambda: {"alice", "physics"}
     s.startup_poll_interval = 0
     s.calls = []
 
@@ -68,7 +93,7 @@ def test_submit_sends_only_checked_values(spawner):
     assert run(spawner.submit_batch_script()) == "12"
     (args, request), *_ = spawner.calls
     assert args == ("submit",)
-    assert set(request) == {"server", "env", "request_cpus", "request_memory"}
+    assert set(request) == {"server", "env", "group", "profile", "request_cpus", "request_memory_mb"}
     assert request["server"] == "default" and request["env"]["JUPYTERHUB_API_TOKEN"] == "tok"
 
 
@@ -245,3 +270,75 @@ def test_a_session_on_a_node_the_certificate_does_not_cover_fails(spawner):
     with pytest.raises(RuntimeError, match="landed on wn9, which the session certificates do not cover"):
         run(go())
     assert [c[0][0] for c in spawner.calls] == ["submit", "remove"]
+
+
+def test_the_form_offers_only_the_user_s_groups_profiles(spawner):
+    form = spawner.options_form(spawner)
+    assert 'value="physics/small"' in form and 'value="physics/big"' in form
+    assert "astro" not in form
+
+
+def test_form_data_becomes_options(spawner):
+    assert spawner.options_from_form({"profile": ["physics/big"], "cpus": ["2"], "memory": [""]}) == {
+        "profile": "physics/big",
+        "cpus": "2",
+    }
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"profile": "astro/quick"}, "is not one of your groups' profiles (physics/small, physics/big)"),
+        ({"profile": "physics/big", "cpus": 8}, "cpus 8 is outside profile physics/big's limit of 1 to 4"),
+        ({"profile": "physics/small", "memory": "1GB"}, "memory 1024 MB is above profile physics/small's limit"),
+        ({"profile": "physics/small", "cpus": "two"}, "cpus 'two' is not a whole number"),
+        ({"accounting_group": "group_astro"}, "unknown start option(s) accounting_group"),
+    ],
+)
+def test_requests_outside_the_groups_limits_are_refused(spawner, options, message):
+    from tornado import web
+
+    with pytest.raises(web.HTTPError) as refused:
+        spawner.check_options(spawner, options)
+    assert refused.value.status_code == 400
+    assert message in refused.value.log_message
+
+
+def test_a_request_within_the_limits_is_taken(spawner):
+    spawner.check_options(spawner, {"profile": "physics/big", "cpus": "2", "memory": "1GB"})
+    assert spawner.session == {
+        "group": "physics",
+        "profile": "big",
+        "accounting_group": "group_physics",
+        "request_cpus": 2,
+        "request_memory_mb": 1024,
+        "request_gpus": 0,
+        "walltime": 7200,
+        "label": "big",
+    }
+    spawner.check_options(spawner, {})
+    assert spawner.session["profile"] == "small", "no profile: the first of the user's groups"
+
+
+def test_starts_and_stops_are_recorded(spawner, tmp_path):
+    spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn1"))
+
+    async def go():
+        original = spawner.submit_batch_script
+
+        async def submit():
+            job = await original()
+            spawner.port = 50001
+            return job
+
+        spawner.submit_batch_script = submit
+        await spawner.start()
+
+    run(go())
+    spawner.status_cache = FakeCache(JobInfo(State.GONE))
+    assert run(spawner.poll()) == 1
+    events = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["job"], e["host"], e["group"], e["profile"]) for e in events] == [
+        ("start", "12", "wn1", "physics", "small"),
+        ("stop", "12", "wn1", "physics", "small"),
+    ]

@@ -1,0 +1,215 @@
+"""Session accounting: the hub's session records, and the usage report from HTCondor's history.
+
+HTCondor's history is the source of truth for usage: a session is an ordinary
+job, so its wall time, CPU time and accounting group are there. The hub adds a
+record per session start and stop (who, which group and profile, which job,
+where, what was asked for), one JSON object per line, for questions the
+history cannot answer alone (which profile, when the lab was ready).
+
+`condorlab-accounting` reports usage per group and per user for a period, from
+the history through the htcondor bindings, as a table or as CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+SESSION_RECORDS = "/var/lib/jupyterhub/accounting/sessions.jsonl"
+PROJECTION = [
+    "ClusterId",
+    "Owner",
+    "AcctGroup",
+    "AccountingGroup",
+    "CondorlabGroup",
+    "CondorlabProfile",
+    "RemoteWallClockTime",
+    "RemoteUserCpu",
+    "RemoteSysCpu",
+    "RequestCpus",
+    "JobStatus",
+    "EnteredCurrentStatus",
+]
+
+
+class SessionRecorder:
+    """Appends session events to a JSON-lines file (0640, the hub's)."""
+
+    def __init__(self, path: str = SESSION_RECORDS):
+        self.path = path
+
+    def record(self, event: str, **facts) -> dict:
+        entry = {"event": event, "time": round(time.time(), 3), **facts}
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, mode=0o750, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        with os.fdopen(fd, "a") as handle:
+            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+        return entry
+
+
+@dataclass
+class Usage:
+    sessions: int = 0
+    wall_hours: float = 0.0
+    cpu_hours: float = 0.0
+    core_hours: float = 0.0
+    users: set = field(default_factory=set)
+
+    def add(self, ad: dict) -> None:
+        wall = float(ad.get("RemoteWallClockTime") or 0)
+        cpu = float(ad.get("RemoteUserCpu") or 0) + float(ad.get("RemoteSysCpu") or 0)
+        self.sessions += 1
+        self.wall_hours += wall / 3600
+        self.cpu_hours += cpu / 3600
+        self.core_hours += wall * int(ad.get("RequestCpus") or 1) / 3600
+        self.users.add(ad.get("Owner", "?"))
+
+
+def group_of(ad: dict) -> str:
+    return str(ad.get("AcctGroup") or ad.get("CondorlabGroup") or "<none>")
+
+
+def summarise(ads: Iterable[dict]) -> tuple[dict[str, Usage], dict[tuple[str, str], Usage]]:
+    """Usage per accounting group, and per (group, user)."""
+    groups: dict[str, Usage] = {}
+    users: dict[tuple[str, str], Usage] = {}
+    for ad in ads:
+        group = group_of(ad)
+        groups.setdefault(group, Usage()).add(ad)
+        users.setdefault((group, str(ad.get("Owner", "?"))), Usage()).add(ad)
+    return groups, users
+
+
+def history_constraint(since: float, until: float) -> str:
+    return f"CondorlabSession =?= true && EnteredCurrentStatus >= {int(since)} && EnteredCurrentStatus < {int(until)}"
+
+
+def query_history(since: float, until: float, schedd=None) -> list[dict]:
+    """Finished session jobs of the period from the schedd's history (htcondor bindings)."""
+    if schedd is None:
+        import htcondor
+
+        schedd = htcondor.Schedd()
+    ads = schedd.history(constraint=history_constraint(since, until), projection=PROJECTION, match=-1)
+    return [{key: ad.get(key) for key in PROJECTION} for ad in ads]
+
+
+def rows(groups: dict[str, Usage], users: dict[tuple[str, str], Usage]) -> list[dict]:
+    result = []
+    for group in sorted(groups):
+        usage = groups[group]
+        result.append(_row("group", group, "", usage))
+        for (user_group, user), user_usage in sorted(users.items()):
+            if user_group == group:
+                result.append(_row("user", group, user, user_usage))
+    return result
+
+
+def _row(level: str, group: str, user: str, usage: Usage) -> dict:
+    return {
+        "level": level,
+        "group": group,
+        "user": user,
+        "sessions": usage.sessions,
+        "users": len(usage.users),
+        "wall_hours": round(usage.wall_hours, 3),
+        "cpu_hours": round(usage.cpu_hours, 3),
+        "core_hours": round(usage.core_hours, 3),
+    }
+
+
+COLUMNS = ["level", "group", "user", "sessions", "users", "wall_hours", "cpu_hours", "core_hours"]
+
+
+def render_csv(report: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(report)
+    return out.getvalue()
+
+
+def render_table(report: list[dict], since: float, until: float) -> str:
+    start = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M")
+    end = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M")
+    header = ["group / user", "sessions", "wall h", "CPU h", "core h"]
+    lines = []
+    for row in report:
+        name = row["group"] if row["level"] == "group" else f"  {row['user']}"
+        lines.append(
+            [
+                name,
+                str(row["sessions"]),
+                f"{row['wall_hours']:.2f}",
+                f"{row['cpu_hours']:.2f}",
+                f"{row['core_hours']:.2f}",
+            ]
+        )
+    widths = [max(len(header[i]), *(len(line[i]) for line in lines)) if lines else len(header[i]) for i in range(5)]
+    out = [f"condorlab sessions finished {start} - {end} UTC (from HTCondor's history)"]
+    out.append("  ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(header)))
+    for line in lines:
+        out.append("  ".join(v.ljust(widths[0]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(line)))
+    if not lines:
+        out.append("(no session ended in this period)")
+    return "\n".join(out) + "\n"
+
+
+def parse_time(text: str) -> float:
+    """YYYY-MM-DD, YYYY-MM-DDTHH:MM (UTC), or a number of seconds since the epoch."""
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    for pattern in ("%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"):
+        try:
+            return datetime.strptime(text, pattern).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)")
+
+
+def main(argv: list[str] | None = None, schedd=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="condorlab-accounting",
+        description="Usage of condorlab sessions per accounting group and per user, from HTCondor's history.",
+    )
+    now = datetime.now(UTC)
+    parser.add_argument(
+        "--since",
+        type=parse_time,
+        default=(now - timedelta(days=30)).timestamp(),
+        help="start of the period (UTC date; default: 30 days ago)",
+    )
+    parser.add_argument(
+        "--until", type=parse_time, default=now.timestamp() + 1, help="end of the period (UTC date; default: now)"
+    )
+    parser.add_argument("--format", choices=["table", "csv"], default="table")
+    parser.add_argument("--output", help="write the report to this file instead of standard output")
+    args = parser.parse_args(argv)
+    if args.until <= args.since:
+        parser.error("--until must be after --since")
+    try:
+        ads = query_history(args.since, args.until, schedd)
+    except Exception as exc:  # the schedd is down or refuses the query
+        print(f"condorlab-accounting: cannot read HTCondor's history: {exc}", file=sys.stderr)
+        return 1
+    report = rows(*summarise(ads))
+    text = render_csv(report) if args.format == "csv" else render_table(report, args.since, args.until)
+    if args.output:
+        with open(args.output, "w") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

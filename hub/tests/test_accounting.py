@@ -1,0 +1,121 @@
+"""The session records and the usage report."""
+
+from __future__ import annotations
+
+import json
+
+from condorlab import accounting
+
+DAY = 86400
+ADS = [
+    {
+        "ClusterId": 1,
+        "Owner": "alice",
+        "AcctGroup": "group_physics",
+        "RemoteWallClockTime": 3600.0,
+        "RemoteUserCpu": 1800.0,
+        "RemoteSysCpu": 0.0,
+        "RequestCpus": 2,
+        "EnteredCurrentStatus": DAY + 10,
+    },
+    {
+        "ClusterId": 2,
+        "Owner": "bob",
+        "AcctGroup": "group_physics",
+        "RemoteWallClockTime": 1800.0,
+        "RemoteUserCpu": 60.0,
+        "RemoteSysCpu": 30.0,
+        "RequestCpus": 1,
+        "EnteredCurrentStatus": DAY + 20,
+    },
+    {
+        "ClusterId": 3,
+        "Owner": "carol",
+        "AcctGroup": "group_astro",
+        "RemoteWallClockTime": 7200.0,
+        "RemoteUserCpu": 3600.0,
+        "RemoteSysCpu": 0.0,
+        "RequestCpus": 1,
+        "EnteredCurrentStatus": DAY + 30,
+    },
+]
+
+
+class FakeSchedd:
+    def __init__(self, ads):
+        self.ads = ads
+        self.calls = []
+
+    def history(self, constraint, projection, match):
+        self.calls.append((constraint, projection, match))
+        return self.ads
+
+
+def test_usage_per_group_and_user():
+    report = accounting.rows(*accounting.summarise(ADS))
+    assert [(r["level"], r["group"], r["user"]) for r in report] == [
+        ("group", "group_astro", ""),
+        ("user", "group_astro", "carol"),
+        ("group", "group_physics", ""),
+        ("user", "group_physics", "alice"),
+        ("user", "group_physics", "bob"),
+    ]
+    physics = report[2]
+    assert physics["sessions"] == 2 and physics["users"] == 2
+    assert physics["wall_hours"] == 1.5
+    assert physics["cpu_hours"] == 0.525
+    assert physics["core_hours"] == 2.5
+
+
+def test_the_query_asks_for_the_period_s_sessions_only():
+    schedd = FakeSchedd(ADS)
+    accounting.query_history(DAY, 2 * DAY, schedd)
+    constraint, projection, match = schedd.calls[0]
+    assert (
+        constraint == f"CondorlabSession =?= true && EnteredCurrentStatus >= {DAY} && EnteredCurrentStatus < {2 * DAY}"
+    )
+    assert "RemoteWallClockTime" in projection and "AcctGroup" in projection and match == -1
+
+
+def test_csv_and_table_output(capsys):
+    assert accounting.main(["--since", "1970-01-02", "--until", "1970-01-03", "--format", "csv"], FakeSchedd(ADS)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "level,group,user,sessions,users,wall_hours,cpu_hours,core_hours"
+    assert "group,group_astro,,1,1,2.0,1.0,2.0" in lines
+    assert accounting.main(["--since", "1970-01-02", "--until", "1970-01-03"], FakeSchedd(ADS)) == 0
+    table = capsys.readouterr().out
+    assert "condorlab sessions finished 1970-01-02 00:00 - 1970-01-03 00:00 UTC" in table
+    assert "group_physics" in table and "  alice" in table
+
+
+def test_an_empty_period_says_so(capsys):
+    assert accounting.main(["--since", "2026-01-01"], FakeSchedd([])) == 0
+    assert "(no session ended in this period)" in capsys.readouterr().out
+
+
+def test_a_schedd_failure_is_reported(capsys):
+    class Broken:
+        def history(self, **_):
+            raise RuntimeError("Failed to connect to schedd")
+
+    assert accounting.main([], Broken()) == 1
+    assert "cannot read HTCondor's history: Failed to connect" in capsys.readouterr().err
+
+
+def test_bad_dates_are_refused(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        accounting.main(["--since", "last tuesday"], FakeSchedd([]))
+    assert "is not a date" in capsys.readouterr().err
+
+
+def test_session_records_are_json_lines_private_to_the_hub(tmp_path):
+    path = tmp_path / "accounting" / "sessions.jsonl"
+    recorder = accounting.SessionRecorder(str(path))
+    recorder.record("start", user="alice", job="12")
+    recorder.record("stop", user="alice", job="12")
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e["event"] for e in events] == ["start", "stop"]
+    assert events[0]["user"] == "alice" and events[0]["time"] <= events[1]["time"]
+    assert path.stat().st_mode & 0o777 == 0o640
