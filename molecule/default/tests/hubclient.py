@@ -60,10 +60,12 @@ class Client:
         )
         return 200 if status == 200 and "/hub/login" not in url else 403
 
-    def start(self, timeout: float) -> dict:
+    def start(self, timeout: float, options: dict | None = None) -> dict:
         t0 = time.monotonic()
-        status, _, text = self.request("POST", f"/hub/api/users/{self.user}/server", body={})
+        status, _, text = self.request("POST", f"/hub/api/users/{self.user}/server", body=options or {})
         result = {"start_status": status, "start_text": text[:500]}
+        if status >= 400:
+            return result
         while time.monotonic() - t0 < timeout:
             _, _, text = self.request("GET", f"/hub/api/users/{self.user}")
             model = json.loads(text) if text.startswith("{") else {}
@@ -100,7 +102,8 @@ def main() -> None:
     if command == "login":
         pass
     elif command == "start":
-        out.update(client.start(float(args[0]) if args else 180))
+        options = json.loads(args[1]) if len(args) > 1 else None
+        out.update(client.start(float(args[0]) if args else 180, options))
     elif command == "stop":
         out.update(client.stop())
     elif command == "get":

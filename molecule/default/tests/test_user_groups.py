@@ -1,0 +1,242 @@
+"""User groups from the inventory: profiles, limits, accounting groups, the accounting report,
+and a group added by an inventory edit alone."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import os
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+PUBLIC_CA = "/etc/condorlab/public-tls/ca.crt"
+
+
+@pytest.fixture(scope="module")
+def passwords(hub):
+    chosen = {user: secrets.token_urlsafe(12) for user in ("alice", "bob", "carol")}
+    hub.check_output("chpasswd <<'EOF'\n" + "\n".join(f"{u}:{p}" for u, p in chosen.items()) + "\nEOF")
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def client(outsider, hub, passwords):
+    source = base64.b64encode((Path(__file__).parent / "hubclient.py").read_bytes()).decode()
+    outsider.check_output(f"echo {source} | base64 -d > /tmp/hubclient.py")
+    ca = base64.b64encode(hub.file(PUBLIC_CA).content).decode()
+    outsider.check_output(f"echo {ca} | base64 -d > /tmp/condorlab-public-ca.crt")
+
+    def run(command: str, user: str, *args: str) -> dict:
+        quoted = " ".join("'" + a.replace("'", "'\\''") + "'" for a in (command, user, passwords[user], *args))
+        return json.loads(outsider.check_output(f"python3 /tmp/hubclient.py {quoted}"))
+
+    return run
+
+
+def session_ad(hub, user: str) -> dict:
+    out = hub.check_output(
+        f"condor_q -all -json -constraint 'Owner == \"{user}\" && CondorlabSession =?= true' "
+        "-attributes ClusterId,AcctGroup,AccountingGroup,RequestCpus,RequestMemory,AllowedExecuteDuration,"
+        "CondorlabGroup,CondorlabProfile"
+    )
+    ads = json.loads(out) if out.strip() else []
+    return ads[0] if ads else {}
+
+
+def test_each_user_sees_only_their_groups_profiles(client):
+    alice = client("get", "alice", "/hub/spawn")["text"]
+    assert 'value="physics/small"' in alice and 'value="physics/double"' in alice
+    assert "astro/" not in alice
+    carol = client("get", "carol", "/hub/spawn")["text"]
+    assert 'value="astro/quick"' in carol
+    assert "physics/" not in carol
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"profile": "physics/small", "cpus": 2}, "cpus 2 is outside profile physics/small"),
+        ({"profile": "physics/double", "memory": "4GB"}, "memory 4096 MB is above profile physics/double"),
+        ({"profile": "astro/quick"}, "is not one of your groups' profiles"),
+        ({"profile": "physics/small", "accounting_group": "group_astro"}, "unknown start option(s) accounting_group"),
+    ],
+    ids=["too-many-cpus", "too-much-memory", "another-group-s-profile", "another-accounting-group"],
+)
+def test_a_request_outside_the_group_s_limits_is_refused(client, hub, options, message):
+    result = client("start", "alice", "30", json.dumps(options))
+    assert result["start_status"] == 400, result
+    assert message in result["start_text"], result
+    assert session_ad(hub, "alice") == {}, "no job was submitted"
+
+
+def test_the_access_point_refuses_another_accounting_group_from_the_user(hub):
+    submit = hub.run(
+        "cd /tmp && runuser -u alice -- condor_submit -a 'executable = /bin/true' "
+        "-a 'accounting_group = group_astro' -a 'queue' /dev/null"
+    )
+    assert submit.rc != 0
+    assert "Permission denied setting accounting_group to group_astro" in submit.stdout + submit.stderr
+
+
+@pytest.fixture(scope="module")
+def alice_double(client, hub):
+    started = client("start", "alice", "180", json.dumps({"profile": "physics/double", "cpus": 1}))
+    assert "ready_after" in started, started
+    yield session_ad(hub, "alice")
+    client("stop", "alice")
+
+
+def test_a_session_runs_with_its_group_s_accounting_group_and_profile(alice_double):
+    ad = alice_double
+    assert ad["AcctGroup"] == "group_physics"
+    assert ad["AccountingGroup"] == "group_physics.alice"
+    assert (ad["CondorlabGroup"], ad["CondorlabProfile"]) == ("physics", "double")
+    assert ad["RequestCpus"] == 1, "alice asked for one CPU of the profile's two"
+    assert ad["RequestMemory"] == 1024
+    assert ad["AllowedExecuteDuration"] == 3600
+
+
+def test_the_central_manager_knows_the_groups_and_quotas(cm):
+    assert cm.check_output("condor_config_val GROUP_NAMES") == "group_physics, group_astro"
+    assert float(cm.check_output("condor_config_val GROUP_QUOTA_DYNAMIC_group_physics")) == 0.5
+    assert cm.check_output("condor_config_val GROUP_ACCEPT_SURPLUS_group_astro") == "True"
+
+
+def test_the_accounting_report_counts_a_finished_session(client, hub):
+    day = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+    started_at = time.time()
+    started = client("start", "carol", "180")
+    assert "ready_after" in started, started
+    time.sleep(5)
+    assert "stopped_after" in client("stop", "carol")
+    elapsed = time.time() - started_at
+    # The report reads HTCondor's history: wait until the job is there.
+    assert wait_for(lambda: "carol" in hub.check_output(f"condorlab-accounting --since {day} --format csv"), timeout=60)
+    rows = list(csv.DictReader(io.StringIO(hub.check_output(f"condorlab-accounting --since {day} --format csv"))))
+    carol = next(r for r in rows if r["level"] == "user" and r["user"] == "carol")
+    assert carol["group"] == "group_astro"
+    assert int(carol["sessions"]) >= 1
+    wall = float(carol["wall_hours"]) * 3600 / int(carol["sessions"])
+    assert 0 < wall <= elapsed + 5, (wall, elapsed)
+    table = hub.check_output(f"condorlab-accounting --since {day}")
+    assert "group_astro" in table and "  carol" in table
+    records = [
+        json.loads(line)
+        for line in hub.file("/var/lib/jupyterhub/accounting/sessions.jsonl").content_string.splitlines()
+    ]
+    carol_events = [r["event"] for r in records if r["user"] == "carol"]
+    assert carol_events[-2:] == ["start", "stop"]
+    assert all(r["group"] == "astro" for r in records if r["user"] == "carol")
+
+
+def test_the_accounting_report_playbook_fetches_a_csv(tmp_path):
+    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    run = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            str(inventory),
+            "playbooks/accounting-report.yml",
+            "-e",
+            f"accounting_report_dir={tmp_path}",
+        ],
+        cwd=PROJECT,
+        env={**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    (report,) = tmp_path.glob("condorlab-accounting-hub-*.csv")
+    rows = list(csv.DictReader(report.open()))
+    assert any(r["group"] == "group_astro" and r["user"] == "carol" for r in rows)
+
+
+# ---- a third group, added by an inventory edit only --------------------------------
+
+THIRD = {
+    "local_users_groups": [
+        {"name": "physics", "gid": 3001},
+        {"name": "astro", "gid": 3002},
+        {"name": "gw", "gid": 3003},
+    ],
+    "local_users_accounts": [
+        {"name": "alice", "uid": 2001, "groups": ["physics"], "comment": "Alice (physics)"},
+        {"name": "bob", "uid": 2002, "groups": ["physics"], "comment": "Bob (physics)"},
+        {"name": "carol", "uid": 2003, "groups": ["astro"], "comment": "Carol (astro)"},
+        {"name": "dave", "uid": 2004, "groups": ["gw"], "comment": "Dave (gravitational waves)"},
+    ],
+    "condorlab_user_groups": [
+        {
+            "name": "physics",
+            "unix_groups": ["physics"],
+            "quota": {"dynamic": 0.4},
+            "profiles": [
+                {"name": "small", "cpus": 1, "memory": "512MB", "walltime": "2h"},
+                {"name": "double", "cpus": 2, "memory": "1GB", "walltime": "1h"},
+            ],
+        },
+        {
+            "name": "astro",
+            "unix_groups": ["astro"],
+            "accounting_group": "group_astro",
+            "quota": {"dynamic": 0.4},
+            "profiles": [{"name": "quick", "cpus": 1, "memory": "384MB", "walltime": "30m"}],
+        },
+        {
+            "name": "gw",
+            "unix_groups": ["gw"],
+            "quota": {"dynamic": 0.2},
+            "profiles": [{"name": "blink", "label": "One-minute lab", "cpus": 1, "memory": "256MB", "walltime": "1m"}],
+        },
+    ],
+}
+
+
+def test_a_third_group_works_after_an_inventory_edit_and_a_converge(hub, cm, outsider):
+    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    run = subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), "site.yml", "-e", json.dumps(THIRD)],
+        cwd=PROJECT,
+        env={**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "group_gw" in cm.check_output("condor_config_val GROUP_NAMES")
+    assert "* dave group_gw" in hub.file("/etc/condor/condorlab-accounting.map").content_string
+
+    password = secrets.token_urlsafe(12)
+    hub.check_output(f"chpasswd <<'EOF'\ndave:{password}\nEOF")
+
+    def dave(*args: str) -> dict:
+        quoted = " ".join("'" + a + "'" for a in (*args[:1], "dave", password, *args[1:]))
+        return json.loads(outsider.check_output(f"python3 /tmp/hubclient.py {quoted}"))
+
+    form = dave("get", "/hub/spawn")["text"]
+    assert 'value="gw/blink"' in form and "physics/" not in form and "astro/" not in form
+    started = dave("start", "180")
+    assert "ready_after" in started, started
+    ad = session_ad(hub, "dave")
+    assert ad["AcctGroup"] == "group_gw" and ad["AllowedExecuteDuration"] == 60
+
+    # The profile's walltime is enforced by HTCondor: the job is held when it
+    # runs over, and the hub ends the session and removes the job.
+    def ended():
+        model = json.loads(dave("get", "/hub/api/users/dave")["text"])
+        return not model.get("servers") and not model.get("pending")
+
+    assert wait_for(ended, timeout=180, interval=5), "the one-minute session did not end"
+    held = hub.check_output(f"condor_history {ad['ClusterId']} -limit 1 -af:j HoldReasonCode LastHoldReason")
+    assert "execute duration" in held.lower(), held
