@@ -112,12 +112,12 @@ def main() -> None:
         if args[0].startswith("/user/"):
             client.request("GET", args[0].split("/api/")[0] + "/lab")
         status, url, text = client.request("GET", args[0])
-        out.update({"status": status, "url": url, "text": text[:2000]})
+        out.update({"status": status, "url": url, "text": text[:100000]})
     elif command == "put":
         # Open the lab first, as a browser does: the server sets its own _xsrf cookie.
         client.request("GET", args[0].split("/api/")[0] + "/lab")
         status, url, text = client.request("PUT", args[0], body=json.loads(args[1]))
-        out.update({"status": status, "url": url, "text": text[:2000]})
+        out.update({"status": status, "url": url, "text": text[:100000]})
     print(json.dumps(out))
 
 

@@ -67,6 +67,11 @@ def test_check_mode_on_the_converged_site_reports_no_change():
             "rule 'db': port 70000 is not a port number",
         ),
         ('{"jupyterhub_session_port_range": [40000, 40100]}', "accepts jupyterhub_session_port_range"),
+        (
+            '{"condorlab_user_groups": [{"name": "physics", "unix_groups": ["physics"], '
+            '"profiles": [{"name": "huge", "cpus": 64, "memory": "1GB", "walltime": "1h"}]}]}',
+            "cpus is 64 but an execute node has 2",
+        ),
     ],
 )
 def test_bad_settings_stop_before_any_host_changes(extra_vars, message, cm):
