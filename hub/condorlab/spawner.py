@@ -32,6 +32,7 @@ import json
 import os
 import re
 import ssl
+import time
 
 from batchspawner import CondorSpawner, JobStatus
 from jupyterhub.utils import make_ssl_context
@@ -91,6 +92,9 @@ class CondorlabSpawner(CondorSpawner):
 
     # The session the user asked for, checked against their groups (profiles.resolve).
     session = Dict()
+
+    # Why the next stop happens, for the session record.
+    stop_reason = Unicode("stopped")
 
     # The session's TLS files (name -> PEM text) for the next submission.
     tls_files = Any(None)
@@ -166,6 +170,11 @@ class CondorlabSpawner(CondorSpawner):
             )
         except OSError as exc:
             self.log.warning("Could not record the session %s of %s: %s", event, self.user.name, exc)
+
+    def over_walltime(self) -> bool:
+        """Whether the running session has reached its profile's walltime."""
+        started, walltime = self.session.get("started"), self.session.get("walltime")
+        return bool(started and walltime) and time.time() - started >= walltime
 
     def get_state(self) -> dict:
         state = super().get_state()
@@ -309,6 +318,19 @@ class CondorlabSpawner(CondorSpawner):
 
     async def poll(self):
         status = await self.query_job_status()
+        if status == JobStatus.RUNNING and self.over_walltime():
+            # End it as a stop does: the lab shuts down, the job ends normally
+            # and its files come back. HTCondor's hold is only the backstop.
+            self.log.warning(
+                "Session job %s of %s reached its walltime of %s s; ending it",
+                self.job_id,
+                self.user.name,
+                self.session["walltime"],
+            )
+            self.stop_reason = "walltime"
+            await self.stop()
+            self.clear_state()
+            return 0
         if status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.UNKNOWN):
             return None
         if self.job_info.state == State.HELD:
@@ -360,6 +382,7 @@ class CondorlabSpawner(CondorSpawner):
                 "add the node to the condor_execute group (or set jupyterhub_internal_tls_names) and re-run site.yml"
             )
         self.log.info("Session job %s of %s runs at %s:%s", self.job_id, self.user.name, self.ip, self.port)
+        self.session = {**self.session, "started": time.time()}
         self.record("start", host=self.ip)
         return self.ip, self.port
 
@@ -409,7 +432,9 @@ class CondorlabSpawner(CondorSpawner):
         if not self.job_id:
             return
         self.log.info("Stopping session job %s of %s", self.job_id, self.user.name)
-        self.record("stop", host=self.job_info.host or self.ip, reason="stopped")
+        if self.session.get("started"):
+            self.record("stop", host=self.job_info.host or self.ip, reason=self.stop_reason)
+        self.stop_reason = "stopped"
         if not now and await self.request_shutdown():
             # The lab exits, the job ends normally and Condor brings its files back.
             if await self._job_left(self.stop_grace):

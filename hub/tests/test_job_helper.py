@@ -99,7 +99,7 @@ def test_the_rendered_description_is_the_site_template():
     assert "transfer_input_files = .condorlab/sessions/default/session.json, condorlab" in text
     assert "request_cpus = 2" in text and "request_memory = 2048" in text
     assert "request_gpus = 1" in text and 'requirements = OpSys == "LINUX"' in text
-    assert "(time() - JobCurrentStartExecutingDate) > 7200" in text and "+CondorlabWalltime = 7200" in text
+    assert "(time() - JobCurrentStartExecutingDate) > 7500" in text and "+CondorlabWalltime = 7200" in text
     assert "accounting_group = group_physics" in text and "accounting_group_user = alice" in text
     assert '+CondorlabGroup = "physics"' in text and '+CondorlabProfile = "big"' in text
     assert '+CondorlabServer = "alice/default"' in text

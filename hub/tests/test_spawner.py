@@ -342,3 +342,36 @@ def test_starts_and_stops_are_recorded(spawner, tmp_path):
         ("start", "12", "wn1", "physics", "small"),
         ("stop", "12", "wn1", "physics", "small"),
     ]
+
+
+def test_a_session_past_its_walltime_is_ended_like_a_stop(spawner, tmp_path):
+    import time
+
+    spawner.job_id = "12"
+    spawner.port = 50001
+    spawner.check_options(spawner, {"profile": "physics/small"})
+    spawner.session = {**spawner.session, "started": time.time() - 3601}
+    spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn1"), JobInfo(State.GONE))
+    shutdowns = []
+
+    async def shutdown():
+        shutdowns.append(True)
+        return True
+
+    spawner.request_shutdown = shutdown
+    assert run(spawner.poll()) == 0
+    assert shutdowns == [True], "the lab was asked to shut down, so its files come back"
+    assert not [c for c in spawner.calls if c[0][0] == "remove"], "the job ended by itself"
+    assert not spawner.job_id
+    (record,) = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
+    assert (record["event"], record["reason"]) == ("stop", "walltime")
+
+
+def test_a_session_within_its_walltime_keeps_running(spawner):
+    import time
+
+    spawner.job_id = "12"
+    spawner.check_options(spawner, {"profile": "physics/small"})
+    spawner.session = {**spawner.session, "started": time.time() - 60}
+    spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn1"))
+    assert run(spawner.poll()) is None

@@ -54,7 +54,7 @@ GROUP_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 UNIX_GROUP = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\$?$")
 ACCOUNTING_GROUP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+USER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\$?$")
 MEMORY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
 DURATION_PART = re.compile(r"([0-9]+)\s*([dhms])", re.IGNORECASE)
 CLOCK = re.compile(r"^([0-9]+):([0-5][0-9])(?::([0-5][0-9]))?$")
@@ -156,16 +156,23 @@ def condorlab_profiles(groups) -> list[dict]:
     return result
 
 
-def _members(entry) -> list:
-    """A group's members: a list of names, or a getent row [password, gid, "a,b"] (None: no such group)."""
+def _members(entry, passwd: dict) -> list:
+    """A group's members: a list of names, or a getent row [password, gid, "a,b"] (None: no such group).
+
+    With passwd (getent rows [password, uid, gid, ...] by user), users whose
+    primary group it is count too, as getgrouplist() sees them.
+    """
     if not entry:
         return []
     if isinstance(entry, (list, tuple)) and len(entry) == 3 and isinstance(entry[2], str):
-        return [name for name in entry[2].split(",") if name]
+        names = [name for name in entry[2].split(",") if name]
+        gid = str(entry[1])
+        names += sorted(user for user, row in passwd.items() if row and len(row) > 2 and str(row[2]) == gid)
+        return names
     return list(entry)
 
 
-def condorlab_accounting_map_lines(groups, members) -> list[str]:
+def condorlab_accounting_map_lines(groups, members, passwd=None) -> list[str]:
     """HTCondor map lines '* <user> <group>[,<group>...]': the groups each user may use, the default first."""
     if not isinstance(members, dict):
         raise AnsibleFilterError(
@@ -174,7 +181,7 @@ def condorlab_accounting_map_lines(groups, members) -> list[str]:
     allowed: dict[str, list[str]] = {}
     for group in condorlab_profiles(groups):
         for unix_group in group["unix_groups"]:
-            for user in _members(members.get(unix_group)):
+            for user in _members(members.get(unix_group), passwd or {}):
                 if not isinstance(user, str) or not USER_NAME.match(user):
                     raise AnsibleFilterError(
                         f"condorlab_accounting_map_lines: member {user!r} of Unix group {unix_group} "

@@ -230,13 +230,21 @@ def test_a_third_group_works_after_an_inventory_edit_and_a_converge(hub, cm, out
     assert "ready_after" in started, started
     ad = session_ad(hub, "dave")
     assert ad["AcctGroup"] == "group_gw" and ad["CondorlabWalltime"] == 60
+    assert "> 360" in hub.check_output(f"condor_q {ad['ClusterId']} -af PeriodicHold"), "HTCondor's backstop"
+    body = '{"type": "file", "format": "text", "content": "kept"}'
+    saved = dave("put", "/user/dave/api/contents/before-walltime.txt", body)
+    assert saved["status"] in (200, 201), saved
 
-    # The profile's walltime is enforced by HTCondor: the job is held when it
-    # runs over, and the hub ends the session and removes the job.
+    # At the profile's walltime the hub ends the session as a stop does: the
+    # job ends normally and dave's work comes back (he has no shared area).
     def ended():
         model = json.loads(dave("get", "/hub/api/users/dave")["text"])
         return not model.get("servers") and not model.get("pending")
 
-    assert wait_for(ended, timeout=240, interval=5), "the one-minute session did not end"
-    held = hub.check_output(f"condor_history {ad['ClusterId']} -limit 1 -af:j HoldReasonCode LastHoldReason")
-    assert "ran longer than its profile's walltime of 60 seconds" in held, held
+    assert wait_for(ended, timeout=180, interval=5), "the one-minute session did not end"
+    assert wait_for(
+        lambda: hub.run(f"condor_history {ad['ClusterId']} -limit 1 -af ExitCode").stdout.strip() == "0", 60
+    )
+    assert hub.file("/home/dave/condorlab/before-walltime.txt").content_string == "kept"
+    last = json.loads(hub.file("/var/lib/jupyterhub/accounting/sessions.jsonl").content_string.splitlines()[-1])
+    assert (last["user"], last["event"], last["reason"]) == ("dave", "stop", "walltime")

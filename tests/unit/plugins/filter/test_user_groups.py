@@ -91,6 +91,16 @@ def test_accounting_map_reads_getent_rows():
     assert ug.condorlab_accounting_map_lines(GOOD, members) == ["* alice group_physics", "* bob group_physics"]
 
 
+def test_accounting_map_counts_primary_group_members():
+    members = {"physics": ["x", "3001", "alice"], "astro": ["x", "3002", ""]}
+    passwd = {"erin": ["x", "2010", "3001", "", "/home/erin", "/bin/sh"], "frank.smith": ["x", "2011", "3002"]}
+    assert ug.condorlab_accounting_map_lines(GOOD, members, passwd) == [
+        "* alice group_physics",
+        "* erin group_physics",
+        "* frank.smith group_astro",
+    ]
+
+
 def test_accounting_map_refuses_odd_member_names():
     with pytest.raises(AnsibleFilterError, match="is not a Unix user name"):
         ug.condorlab_accounting_map_lines(GOOD, {"physics": ["alice; rm"]})
