@@ -96,6 +96,9 @@ class CondorlabSpawner(CondorSpawner):
     # Why the next stop happens, for the session record.
     stop_reason = Unicode("stopped")
 
+    # Set while poll() ends a session at its walltime.
+    ending = Any(False)
+
     # The session's TLS files (name -> PEM text) for the next submission.
     tls_files = Any(None)
 
@@ -317,6 +320,8 @@ class CondorlabSpawner(CondorSpawner):
             await self.run_helper("remove", self.job_id)
 
     async def poll(self):
+        if self.ending:
+            return None  # a walltime stop is under way; its end is reported once, by that poll
         status = await self.query_job_status()
         if status == JobStatus.RUNNING and self.over_walltime():
             # End it as a stop does: the lab shuts down, the job ends normally
@@ -328,7 +333,11 @@ class CondorlabSpawner(CondorSpawner):
                 self.session["walltime"],
             )
             self.stop_reason = "walltime"
-            await self.stop()
+            self.ending = True
+            try:
+                await self.stop()
+            finally:
+                self.ending = False
             self.clear_state()
             return 0
         if status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.UNKNOWN):
@@ -338,7 +347,8 @@ class CondorlabSpawner(CondorSpawner):
             await self.cancel_batch_job()
         elif self.job_info.state == State.IDLE:
             self.log.warning("Session job %s of %s was evicted; the session ended", self.job_id, self.user.name)
-        self.record("stop", host=self.job_info.host or self.ip, reason=self.job_info.state.value)
+        if self.session.get("started"):
+            self.record("stop", host=self.job_info.host or self.ip, reason=self.job_info.state.value)
         self.clear_state()
         return 1
 

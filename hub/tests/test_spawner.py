@@ -375,3 +375,34 @@ def test_a_session_within_its_walltime_keeps_running(spawner):
     spawner.session = {**spawner.session, "started": time.time() - 60}
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn1"))
     assert run(spawner.poll()) is None
+
+
+def test_a_poll_during_a_walltime_stop_neither_removes_nor_records(spawner, tmp_path):
+    import time
+
+    spawner.job_id = "12"
+    spawner.port = 50001
+    spawner.check_options(spawner, {"profile": "physics/small"})
+    spawner.session = {**spawner.session, "started": time.time() - 3601}
+    spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn1"), JobInfo(State.RUNNING, host="wn1"))
+    gate = asyncio.Event()
+
+    async def shutdown():
+        await gate.wait()
+        spawner.status_cache = FakeCache(JobInfo(State.GONE))
+        return True
+
+    spawner.request_shutdown = shutdown
+
+    async def go():
+        first = asyncio.create_task(spawner.poll())
+        await asyncio.sleep(0)
+        second = await spawner.poll()
+        gate.set()
+        return await first, second
+
+    assert run(go()) == (0, None)
+    assert not [c for c in spawner.calls if c[0][0] == "remove"]
+    assert len((tmp_path / "sessions.jsonl").read_text().splitlines()) == 1
+    assert run(spawner.poll()) == 1, "afterwards the session is gone"
+    assert len((tmp_path / "sessions.jsonl").read_text().splitlines()) == 1, "and no stray stop record"

@@ -256,8 +256,11 @@ def test_a_user_authenticated_on_the_central_manager_still_cannot_advertise(cm):
     cm.check_output(f"printf '%s' '{FAKE_STARTD}' > /tmp/fake.ad && chmod 644 /tmp/fake.ad")
     ping = cm.check_output("runuser -u bob -- condor_ping -verbose -type collector READ")
     assert "bob@condorlab.test" in ping, "bob is authenticated"
+    marker = int(cm.check_output("grep -c 'PERMISSION DENIED to bob@' /var/log/condor/CollectorLog || true") or 0)
     result = cm.run("runuser -u bob -- condor_advertise UPDATE_STARTD_AD /tmp/fake.ad")
-    assert "PERMISSION DENIED" in (result.stdout + result.stderr).upper(), result
+    assert result.rc != 0, result
+    denials = cm.check_output("grep 'PERMISSION DENIED to bob@' /var/log/condor/CollectorLog || true").splitlines()
+    assert len(denials) > marker and "access level ADVERTISE_STARTD" in denials[-1], denials[-1:]
     assert "intruder" not in cm.check_output("condor_status -af Machine")
 
 

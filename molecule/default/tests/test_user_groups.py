@@ -230,7 +230,7 @@ def test_a_third_group_works_after_an_inventory_edit_and_a_converge(hub, cm, out
     assert "ready_after" in started, started
     ad = session_ad(hub, "dave")
     assert ad["AcctGroup"] == "group_gw" and ad["CondorlabWalltime"] == 60
-    assert "> 360" in hub.check_output(f"condor_q {ad['ClusterId']} -af PeriodicHold"), "HTCondor's backstop"
+    assert "> 360" in hub.check_output(f"condor_q {ad['ClusterId']} -af:r PeriodicHold"), "HTCondor's backstop"
     body = '{"type": "file", "format": "text", "content": "kept"}'
     saved = dave("put", "/user/dave/api/contents/before-walltime.txt", body)
     assert saved["status"] in (200, 201), saved
