@@ -67,6 +67,19 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def start_reporting_port(spawner, port: int):
+    """start(), with the job's port report arriving as soon as the job is submitted."""
+    submit = spawner.submit_batch_script
+
+    async def submit_then_report():
+        job = await submit()
+        spawner.port = port
+        return job
+
+    spawner.submit_batch_script = submit_then_report
+    return await spawner.start()
+
+
 def test_batchspawner_handler_is_not_reachable_and_ours_is():
     paths = [h[0] for h in default_handlers]
     assert r"/api/batchspawner" not in paths
@@ -253,22 +266,8 @@ def test_a_session_on_a_node_the_certificate_does_not_cover_fails(spawner):
     spawner.internal_ssl = True
     spawner.ssl_alt_names = ["DNS:wn1", "DNS:wn2"]
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn9"))
-    spawner.port = 50001  # as if reported
-    spawner.accept_port = lambda port: ""
-
-    async def go():
-        original = spawner.submit_batch_script
-
-        async def submit():
-            job = await original()
-            spawner.port = 50001
-            return job
-
-        spawner.submit_batch_script = submit
-        await spawner.start()
-
     with pytest.raises(RuntimeError, match="landed on wn9, which the session certificates do not cover"):
-        run(go())
+        run(start_reporting_port(spawner, 50001))
     assert [c[0][0] for c in spawner.calls] == ["submit", "remove"]
 
 
@@ -322,19 +321,7 @@ def test_a_request_within_the_limits_is_taken(spawner):
 
 def test_starts_and_stops_are_recorded(spawner, tmp_path):
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn1"))
-
-    async def go():
-        original = spawner.submit_batch_script
-
-        async def submit():
-            job = await original()
-            spawner.port = 50001
-            return job
-
-        spawner.submit_batch_script = submit
-        await spawner.start()
-
-    run(go())
+    run(start_reporting_port(spawner, 50001))
     spawner.status_cache = FakeCache(JobInfo(State.GONE))
     assert run(spawner.poll()) == 1
     events = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import secrets
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import testinfra
+
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+PUBLIC_CA = "/etc/condorlab/public-tls/ca.crt"
+TEST_USERS = ("alice", "bob", "carol")
 
 
 def _host(name: str):
@@ -42,3 +52,55 @@ def wait_for(probe, timeout: float, interval: float = 1.0):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def set_passwords(hub, users) -> dict[str, str]:
+    """Fresh random passwords for test users (PAM checks them for real)."""
+    chosen = {user: secrets.token_urlsafe(12) for user in users}
+    lines = "\n".join(f"{user}:{password}" for user, password in chosen.items())
+    hub.check_output(f"chpasswd <<'EOF'\n{lines}\nEOF")
+    return chosen
+
+
+def hub_client(outsider, hub, passwords: dict[str, str]):
+    """Runs hubclient.py on the outsider host, which reaches the hub over HTTPS, trusting the test bed's CA."""
+    source = base64.b64encode((Path(__file__).parent / "hubclient.py").read_bytes()).decode()
+    outsider.check_output(f"echo {source} | base64 -d > /tmp/hubclient.py")
+    ca = base64.b64encode(hub.file(PUBLIC_CA).content).decode()
+    outsider.check_output(f"echo {ca} | base64 -d > /tmp/condorlab-public-ca.crt")
+
+    def run(command: str, user: str, *args: str) -> dict:
+        quoted = " ".join("'" + a.replace("'", "'\\''") + "'" for a in (command, user, passwords[user], *args))
+        return json.loads(outsider.check_output(f"python3 /tmp/hubclient.py {quoted}"))
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def passwords(hub):
+    return set_passwords(hub, TEST_USERS)
+
+
+@pytest.fixture(scope="module")
+def browser(outsider, hub, passwords):
+    return hub_client(outsider, hub, passwords)
+
+
+def run_playbook(playbook: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """ansible-playbook from the project directory against the scenario's inventory."""
+    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+    }
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), playbook, *args],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
-from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import PUBLIC_CA, wait_for
 
 STAGING = "/home/alice/.condorlab/sessions/default"
-PUBLIC_CA = "/etc/condorlab/public-tls/ca.crt"
 INTERNAL = "/var/lib/jupyterhub/internal-ssl"
 PROXY_TLS = "/etc/condorlab/proxy-tls"
 
@@ -35,30 +32,9 @@ def tcp_connect(host, target: str, port: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def users(hub):
-    chosen = {user: secrets.token_urlsafe(12) for user in ("alice", "bob")}
-    hub.check_output("chpasswd <<'EOF'\n" + "\n".join(f"{u}:{p}" for u, p in chosen.items()) + "\nEOF")
-    return chosen
-
-
-@pytest.fixture(scope="module")
-def client(outsider, hub, users):
-    source = base64.b64encode((Path(__file__).parent / "hubclient.py").read_bytes()).decode()
-    outsider.check_output(f"echo {source} | base64 -d > /tmp/hubclient.py")
-    ca = base64.b64encode(hub.file(PUBLIC_CA).content).decode()
-    outsider.check_output(f"echo {ca} | base64 -d > /tmp/condorlab-public-ca.crt")
-
-    def run(command: str, user: str, *args: str) -> dict:
-        quoted = " ".join(f"'{a}'" for a in (command, user, users[user], *args))
-        return json.loads(outsider.check_output(f"python3 /tmp/hubclient.py {quoted}"))
-
-    return run
-
-
-@pytest.fixture(scope="module")
-def session(client, hub, execute_nodes):
+def session(browser, hub, execute_nodes):
     """alice's running session: its job, node, port and secrets."""
-    started = client("start", "alice", "180")
+    started = browser("start", "alice", "180")
     assert "ready_after" in started, started
     job = json.loads(
         hub.check_output(
@@ -87,7 +63,7 @@ def session(client, hub, execute_nodes):
         "port": lab_port(hub, node_name),
     }
     yield info
-    client("stop", "alice")
+    browser("stop", "alice")
 
 
 def lab_port(hub, node_name: str) -> int:
@@ -182,8 +158,8 @@ def test_the_hub_api_port_is_closed_to_the_outsider(session, outsider, hub):
     assert tcp_connect(outsider, "hub", 9618) == "timeout"
 
 
-def test_a_port_report_that_sets_another_attribute_is_refused(session, outsider, hub, client):
-    before = client("get", "alice", "/hub/api/users/alice")
+def test_a_port_report_that_sets_another_attribute_is_refused(session, outsider, hub, browser):
+    before = browser("get", "alice", "/hub/api/users/alice")
     token = session["token"]
 
     def post(path: str, body: dict) -> str:
@@ -197,10 +173,10 @@ def test_a_port_report_that_sets_another_attribute_is_refused(session, outsider,
     assert post("/hub/api/condorlab/port", injected) == "400"
     assert post("/hub/api/condorlab/port", {"port": session["port"] + 1}) == "400"
     assert post("/hub/api/batchspawner", injected) == "404"
-    after = client("get", "alice", "/hub/api/users/alice")
+    after = browser("get", "alice", "/hub/api/users/alice")
     assert json.loads(after["text"])["servers"][""]["url"] == json.loads(before["text"])["servers"][""]["url"]
     assert hub.run("find / -xdev -name condorlab-pwned -print -quit").stdout == ""
-    assert client("get", "alice", "/user/alice/api/status")["status"] == 200
+    assert browser("get", "alice", "/user/alice/api/status")["status"] == 200
 
 
 def test_http_redirects_to_https_and_old_tls_is_refused(outsider):
@@ -274,9 +250,9 @@ def test_anonymous_clients_cannot_write_to_the_schedd(hub):
     hub.check_output("condor_rm bob")
 
 
-def test_the_session_still_ends_normally(session, client, hub):
+def test_the_session_still_ends_normally(session, browser, hub):
     cluster = session["cluster"]
-    assert client("stop", "alice").get("stopped_after") is not None
+    assert browser("stop", "alice").get("stopped_after") is not None
     assert wait_for(lambda: hub.run(f"condor_history {cluster} -limit 1 -af ExitCode").stdout.strip() == "0", 60)
     history = hub.check_output(f"runuser -u bob -- condor_history {cluster} -long")
     assert f"ClusterId = {cluster}" in history

@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
-from pathlib import Path
 
 import pytest
 from conftest import wait_for
 
 EXECUTE_NODES = {"wn1", "wn2"}
 USERS = ("alice", "bob", "carol")
-
-
-@pytest.fixture(scope="module")
-def passwords(hub):
-    """Fresh random passwords for the test users (PAM checks them for real)."""
-    chosen = {user: secrets.token_urlsafe(12) for user in USERS}
-    lines = "\n".join(f"{user}:{password}" for user, password in chosen.items())
-    hub.check_output(f"chpasswd <<'EOF'\n{lines}\nEOF")
-    return chosen
-
-
-@pytest.fixture(scope="module")
-def browser(outsider, hub, passwords):
-    """Runs hubclient.py on the outsider host, which reaches the hub over HTTPS, trusting the test bed's CA."""
-    source = base64.b64encode((Path(__file__).parent / "hubclient.py").read_bytes()).decode()
-    outsider.check_output(f"echo {source} | base64 -d > /tmp/hubclient.py")
-    ca = base64.b64encode(hub.file("/etc/condorlab/public-tls/ca.crt").content).decode()
-    outsider.check_output(f"echo {ca} | base64 -d > /tmp/condorlab-public-ca.crt")
-
-    def run(command: str, user: str, *args: str) -> dict:
-        quoted = " ".join(f"'{a}'" for a in (command, user, passwords[user], *args))
-        return json.loads(outsider.check_output(f"python3 /tmp/hubclient.py {quoted}"))
-
-    return run
 
 
 def session_jobs(hub, user: str) -> list[dict]:

@@ -3,42 +3,13 @@ and a group added by an inventory edit alone."""
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
-import os
-import secrets
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
-from conftest import wait_for
-
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
-PUBLIC_CA = "/etc/condorlab/public-tls/ca.crt"
-
-
-@pytest.fixture(scope="module")
-def passwords(hub):
-    chosen = {user: secrets.token_urlsafe(12) for user in ("alice", "bob", "carol")}
-    hub.check_output("chpasswd <<'EOF'\n" + "\n".join(f"{u}:{p}" for u, p in chosen.items()) + "\nEOF")
-    return chosen
-
-
-@pytest.fixture(scope="module")
-def client(outsider, hub, passwords):
-    source = base64.b64encode((Path(__file__).parent / "hubclient.py").read_bytes()).decode()
-    outsider.check_output(f"echo {source} | base64 -d > /tmp/hubclient.py")
-    ca = base64.b64encode(hub.file(PUBLIC_CA).content).decode()
-    outsider.check_output(f"echo {ca} | base64 -d > /tmp/condorlab-public-ca.crt")
-
-    def run(command: str, user: str, *args: str) -> dict:
-        quoted = " ".join("'" + a.replace("'", "'\\''") + "'" for a in (command, user, passwords[user], *args))
-        return json.loads(outsider.check_output(f"python3 /tmp/hubclient.py {quoted}"))
-
-    return run
+from conftest import hub_client, run_playbook, set_passwords, wait_for
 
 
 def session_ad(hub, user: str) -> dict:
@@ -51,11 +22,11 @@ def session_ad(hub, user: str) -> dict:
     return ads[0] if ads else {}
 
 
-def test_each_user_sees_only_their_groups_profiles(client):
-    alice = client("get", "alice", "/hub/spawn")["text"]
+def test_each_user_sees_only_their_groups_profiles(browser):
+    alice = browser("get", "alice", "/hub/spawn")["text"]
     assert 'value="physics/small"' in alice and 'value="physics/double"' in alice
     assert "astro/" not in alice
-    carol = client("get", "carol", "/hub/spawn")["text"]
+    carol = browser("get", "carol", "/hub/spawn")["text"]
     assert 'value="astro/quick"' in carol
     assert "physics/" not in carol
 
@@ -70,8 +41,8 @@ def test_each_user_sees_only_their_groups_profiles(client):
     ],
     ids=["too-many-cpus", "too-much-memory", "another-group-s-profile", "another-accounting-group"],
 )
-def test_a_request_outside_the_group_s_limits_is_refused(client, hub, options, message):
-    result = client("start", "alice", "30", json.dumps(options))
+def test_a_request_outside_the_group_s_limits_is_refused(browser, hub, options, message):
+    result = browser("start", "alice", "30", json.dumps(options))
     assert result["start_status"] == 400, result
     assert message in result["start_text"], result
     assert session_ad(hub, "alice") == {}, "no job was submitted"
@@ -87,11 +58,11 @@ def test_the_access_point_refuses_another_accounting_group_from_the_user(hub):
 
 
 @pytest.fixture(scope="module")
-def alice_double(client, hub):
-    started = client("start", "alice", "180", json.dumps({"profile": "physics/double", "cpus": 1}))
+def alice_double(browser, hub):
+    started = browser("start", "alice", "180", json.dumps({"profile": "physics/double", "cpus": 1}))
     assert "ready_after" in started, started
     yield session_ad(hub, "alice")
-    client("stop", "alice")
+    browser("stop", "alice")
 
 
 def test_a_session_runs_with_its_group_s_accounting_group_and_profile(alice_double):
@@ -110,13 +81,13 @@ def test_the_central_manager_knows_the_groups_and_quotas(cm):
     assert cm.check_output("condor_config_val GROUP_ACCEPT_SURPLUS_group_astro") == "True"
 
 
-def test_the_accounting_report_counts_a_finished_session(client, hub):
+def test_the_accounting_report_counts_a_finished_session(browser, hub):
     day = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
     started_at = time.time()
-    started = client("start", "carol", "180")
+    started = browser("start", "carol", "180")
     assert "ready_after" in started, started
     time.sleep(5)
-    assert "stopped_after" in client("stop", "carol")
+    assert "stopped_after" in browser("stop", "carol")
     elapsed = time.time() - started_at
     # The report reads HTCondor's history: wait until the job is there.
     assert wait_for(lambda: "carol" in hub.check_output(f"condorlab-accounting --since {day} --format csv"), timeout=60)
@@ -138,23 +109,7 @@ def test_the_accounting_report_counts_a_finished_session(client, hub):
 
 
 def test_the_accounting_report_playbook_fetches_a_csv(tmp_path):
-    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
-    run = subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            str(inventory),
-            "playbooks/accounting-report.yml",
-            "-e",
-            f"accounting_report_dir={tmp_path}",
-        ],
-        cwd=PROJECT,
-        env={**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = run_playbook("playbooks/accounting-report.yml", "-e", f"accounting_report_dir={tmp_path}", timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     (report,) = tmp_path.glob("condorlab-accounting-hub-*.csv")
     rows = list(csv.DictReader(report.open()))
@@ -203,26 +158,15 @@ THIRD = {
 
 
 def test_a_third_group_works_after_an_inventory_edit_and_a_converge(hub, cm, outsider):
-    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
-    run = subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), "site.yml", "-e", json.dumps(THIRD)],
-        cwd=PROJECT,
-        env={**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    run = run_playbook("site.yml", "-e", json.dumps(THIRD), timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "group_gw" in cm.check_output("condor_config_val GROUP_NAMES")
     assert "* dave group_gw" in hub.file("/etc/condor/condorlab-accounting.map").content_string
 
-    password = secrets.token_urlsafe(12)
-    hub.check_output(f"chpasswd <<'EOF'\ndave:{password}\nEOF")
+    client = hub_client(outsider, hub, set_passwords(hub, ["dave"]))
 
-    def dave(*args: str) -> dict:
-        quoted = " ".join("'" + a + "'" for a in (*args[:1], "dave", password, *args[1:]))
-        return json.loads(outsider.check_output(f"python3 /tmp/hubclient.py {quoted}"))
+    def dave(command: str, *args: str) -> dict:
+        return client(command, "dave", *args)
 
     form = dave("get", "/hub/spawn")["text"]
     assert 'value="gw/blink"' in form and "physics/" not in form and "astro/" not in form
