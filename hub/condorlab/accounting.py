@@ -7,7 +7,11 @@ where, what was asked for), one JSON object per line, for questions the
 history cannot answer alone (which profile, when the lab was ready).
 
 `condorlab-accounting` reports usage per group and per user for a period, from
-the history through the htcondor bindings, as a table or as CSV.
+the history through the htcondor bindings, as a table or as CSV. It counts only
+jobs the hub recorded as sessions (a user can mark a batch job as a session, not
+make the hub record it), and it skips impossible values (negative or longer than
+the job's life in the queue), each with a warning: the access point protects
+these attributes, so such a value means a site without that protection.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ PROJECTION = [
     "RequestCpus",
     "JobStatus",
     "EnteredCurrentStatus",
+    "QDate",
 ]
 
 
@@ -72,6 +77,60 @@ class Usage:
         self.cpu_hours += cpu / 3600
         self.core_hours += wall * int(ad.get("RequestCpus") or 1) / 3600
         self.users.add(ad.get("Owner", "?"))
+
+
+def recorded_sessions(path: str) -> dict[tuple[str, int], dict]:
+    """The session starts the hub recorded: (user, cluster) -> the start record."""
+    sessions = {}
+    try:
+        with open(path) as handle:
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                job = str(entry.get("job") or "").split(".")[0]
+                if isinstance(entry, dict) and entry.get("event") == "start" and job.isdigit():
+                    sessions[(str(entry.get("user")), int(job))] = entry
+    except FileNotFoundError:
+        pass
+    return sessions
+
+
+def _number(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def checked_ads(ads: Iterable[dict], recorded: dict[tuple[str, int], dict], warn=None) -> list[dict]:
+    """The ads of recorded sessions with possible values; the rest is skipped with a warning.
+
+    Core hours use the CPUs the hub recorded for the session, not the job's
+    (editable) request.
+    """
+    warn = warn or (lambda message: print(f"condorlab-accounting: warning: {message}", file=sys.stderr))
+    kept = []
+    for ad in ads:
+        owner, cluster = str(ad.get("Owner")), ad.get("ClusterId")
+        record = recorded.get((owner, cluster)) if isinstance(cluster, int) else None
+        if record is None:
+            warn(f"job {cluster} of {owner} is marked as a session but the hub never recorded it; not counted")
+            continue
+        wall = _number(ad.get("RemoteWallClockTime") or 0)
+        cpu = [_number(ad.get(name) or 0) for name in ("RemoteUserCpu", "RemoteSysCpu")]
+        life = (_number(ad.get("EnteredCurrentStatus")) or 0) - (_number(ad.get("QDate")) or 0)
+        if wall is None or None in cpu or wall < 0 or min(cpu) < 0 or (life > 0 and wall > life + 60):
+            warn(
+                f"job {cluster} of {owner} has impossible usage (wall {ad.get('RemoteWallClockTime')!r} s, "
+                f"CPU {ad.get('RemoteUserCpu')!r}/{ad.get('RemoteSysCpu')!r} s, {life:.0f} s in the queue); "
+                "not counted"
+            )
+            continue
+        kept.append({**ad, "RequestCpus": int(record.get("request_cpus") or 1)})
+    return kept
 
 
 def group_of(ad: dict) -> str:
@@ -193,6 +252,9 @@ def main(argv: list[str] | None = None, schedd=None) -> int:
     )
     parser.add_argument("--format", choices=["table", "csv"], default="table")
     parser.add_argument("--output", help="write the report to this file instead of standard output")
+    parser.add_argument(
+        "--records", default=SESSION_RECORDS, help=f"the hub's session records (default: {SESSION_RECORDS})"
+    )
     args = parser.parse_args(argv)
     if args.until <= args.since:
         parser.error("--until must be after --since")
@@ -201,7 +263,7 @@ def main(argv: list[str] | None = None, schedd=None) -> int:
     except Exception as exc:  # the schedd is down or refuses the query
         print(f"condorlab-accounting: cannot read HTCondor's history: {exc}", file=sys.stderr)
         return 1
-    report = rows(*summarise(ads))
+    report = rows(*summarise(checked_ads(ads, recorded_sessions(args.records))))
     text = render_csv(report) if args.format == "csv" else render_table(report, args.since, args.until)
     if args.output:
         with open(args.output, "w") as handle:

@@ -22,6 +22,8 @@ PROJECTION = [
     "Owner",
     "NumJobStarts",
     "TransferringOutput",
+    "RequestCpus",
+    "RequestMemory",
     SERVER_ATTR,
 ]
 
@@ -30,6 +32,7 @@ class State(Enum):
     IDLE = "idle"
     RUNNING = "running"
     HELD = "held"
+    SUSPENDED = "suspended"  # the startd paused it; the lab is alive and resumes
     GONE = "gone"  # not in the queue (finished, removed, never there)
     UNKNOWN = "unknown"  # the schedd did not answer: the job may well be alive
 
@@ -41,8 +44,8 @@ _STATES = {
     3: State.GONE,
     4: State.GONE,
     5: State.HELD,
-    6: State.RUNNING,
-    7: State.IDLE,
+    6: State.RUNNING,  # transferring output
+    7: State.SUSPENDED,
 }
 
 
@@ -53,10 +56,25 @@ class JobInfo:
     hold_reason: str = ""
     starts: int = 0  # how often the job has started (more than once: evicted and rerun)
     transferring: bool = False  # the job is sending its files back
+    request_cpus: int | None = None
+    request_memory_mb: int | None = None
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def host_of(remote_host: str) -> str:
-    """'slot1_1@wn1.example.org' -> 'wn1.example.org'."""
+    """'slot1_1@wn1.example.org' -> 'wn1.example.org'.
+
+    RemoteHost is written by the schedd when it claims the slot; the access
+    point protects it (PROTECTED_JOB_ATTRS), so the job's owner cannot point
+    the hub elsewhere. The hub still checks the session's own certificate on
+    that host before it routes anybody there.
+    """
     return remote_host.rsplit("@", 1)[-1] if remote_host else ""
 
 
@@ -108,6 +126,8 @@ class JobStatusCache:
                         hold_reason=str(ad.get("HoldReason") or ""),
                         starts=int(ad.get("NumJobStarts") or 0),
                         transferring=bool(ad.get("TransferringOutput")),
+                        request_cpus=_int_or_none(ad.get("RequestCpus")),
+                        request_memory_mb=_int_or_none(ad.get("RequestMemory")),
                     )
                     for ad in ads
                 }

@@ -17,7 +17,9 @@ import pwd
 import re
 
 OPTION_KEYS = {"profile", "cpus", "memory"}
-MEMORY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+# At most 9 digits before and 3 after the point: a size, not a number to overflow on.
+MEMORY = re.compile(r"^\s*([0-9]{1,9}(?:\.[0-9]{1,3})?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+CPUS = re.compile(r"^\s*[0-9]{1,6}\s*$")
 MEMORY_FACTORS = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 
 
@@ -53,12 +55,12 @@ def key_of(group: dict, profile: dict) -> str:
 
 def memory_mb(value) -> int:
     if isinstance(value, bool):
-        raise OptionsError(f"memory {value!r} is not a size; write e.g. 2GB or 512MB")
+        raise OptionsError(f"memory {str(value)[:20]!r} is not a size; write e.g. 2GB or 512MB")
     if isinstance(value, int):
         return value
-    match = MEMORY.match(str(value))
+    match = MEMORY.match(str(value)[:64])
     if not match:
-        raise OptionsError(f"memory {value!r} is not a size; write e.g. 2GB or 512MB")
+        raise OptionsError(f"memory {str(value)[:20]!r} is not a size; write e.g. 2GB or 512MB")
     return round(float(match.group(1)) * MEMORY_FACTORS[match.group(2).upper()])
 
 
@@ -84,10 +86,9 @@ def resolve(user_groups: list[dict], unix_groups: set[str], options: dict) -> di
     cpus = options.get("cpus")
     if cpus in (None, ""):
         cpus = profile["cpus"]
-    try:
-        cpus = int(cpus)
-    except (TypeError, ValueError):
-        raise OptionsError(f"cpus {cpus!r} is not a whole number") from None
+    if isinstance(cpus, bool) or not (isinstance(cpus, int) or (isinstance(cpus, str) and CPUS.match(cpus))):
+        raise OptionsError(f"cpus {str(cpus)[:20]!r} is not a whole number of at most 6 digits")
+    cpus = int(cpus)
     if not 1 <= cpus <= profile["cpus"]:
         raise OptionsError(f"cpus {cpus} is outside profile {wanted}'s limit of 1 to {profile['cpus']}")
     memory = options.get("memory")

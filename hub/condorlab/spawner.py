@@ -11,10 +11,16 @@ Differences from batchspawner's CondorSpawner:
   htcondor bindings; a failed query leaves sessions alive ("unknown"), a held
   job is reported with its hold reason and removed; an evicted session is
   reported ended (its job reruns only to bring the work directory back);
-- with internal TLS, the session's key, certificate and CA bundle travel the
-  same way (0600 files sent with the job), since the job's host is not known
-  when JupyterHub makes them; their names cover the execute nodes, and a
-  session on a node they do not cover fails with a message saying so;
+- with internal TLS, each session gets its own key and certificate
+  (identity.py): named only as needed, valid for the session's time, and
+  pinned: the hub routes to a lab, checks its health and sends it a shutdown
+  token only over a connection on which that very certificate answered, so a
+  user's job squatting on another session's port is never routed to. The key,
+  certificate and CA bundle travel as 0600 files with the job (the job's host
+  is not known when they are made) and the staged copies are deleted when the
+  session ends; a session on a node the names do not cover fails at once;
+- a session whose job requests were changed after submission (condor_qedit
+  by its owner) is ended: the hub, not the job, says what a session gets;
 - the options form offers the profiles of the user's groups (from the
   inventory's user groups); a request outside them, or above a profile's
   limits, is refused with a message, and the job helper checks it again;
@@ -40,7 +46,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets import Any, Dict, Integer, List, Tuple, Unicode, default
 
-from . import handlers, profiles
+from . import handlers, identity, profiles
 from .accounting import SESSION_RECORDS, SessionRecorder
 from .jobs import JobInfo, State, shared_cache
 
@@ -82,6 +88,17 @@ class CondorlabSpawner(CondorSpawner):
 
     stop_transfer_timeout = Integer(
         600, help="Seconds a stopping session may spend sending its work directory back before it is removed."
+    ).tag(config=True)
+
+    proxy_alt_names = List(
+        Unicode(),
+        help="""Names the proxy checks a lab's certificate against when users share the hub's origin
+        (no subdomain_host): the public names. With subdomain_host, the user's own domain is used instead.""",
+    ).tag(config=True)
+
+    cert_margin = Integer(
+        900,
+        help="Seconds a session certificate stays valid beyond the start timeout plus the profile's walltime.",
     ).tag(config=True)
 
     status_cache = Any(help="The shared job status cache (one schedd query per cycle).")
@@ -195,24 +212,62 @@ class CondorlabSpawner(CondorSpawner):
 
     # ---- internal TLS ----------------------------------------------------
 
-    async def move_certs(self, paths: dict) -> dict:
-        """Send the session's TLS files with the job instead of leaving them on the hub.
+    def session_alt_names(self) -> list[str]:
+        """The names a session certificate carries, and why.
 
-        JupyterHub made them in its own store before the job's host is known;
-        they are read here, handed to the job helper on its standard input and
-        travel as 0600 files with the job. The key is then removed from the
-        hub's store. The job sees them under fixed names in its sandbox.
+        The execute nodes (ssl_alt_names): the hub reaches the lab by its node's
+        name. The name the proxy checks the lab against, which Node takes from
+        the Host the browser used: the user's own domain with subdomain_host,
+        otherwise the public names. Never localhost or the hub's names.
         """
-        files = {}
-        for kind, name in TLS_FILES.items():
-            with open(paths[kind]) as handle:
-                files[name] = handle.read()
-        self.tls_files = files
-        try:
-            os.unlink(paths["keyfile"])
-        except OSError as exc:
-            self.log.warning("Could not remove the session key from the hub's store: %s", exc)
+        names = list(self.ssl_alt_names) if isinstance(self.ssl_alt_names, list) else []
+        if self.user.settings.get("subdomain_host"):
+            names.append(f"DNS:{self.user.domain}")
+        else:
+            names += list(self.proxy_alt_names)
+        return list(dict.fromkeys(names))
+
+    async def create_certs(self) -> dict:
+        """A fresh key and certificate for this session only (identity.py), kept in memory.
+
+        Returns the PEM texts; nothing is written to the hub's store. The
+        certificate is valid until the session's start timeout and walltime
+        have passed, plus cert_margin.
+        """
+        store = self.internal_certs_location
+        with open(os.path.join(store, "notebooks-ca", "notebooks-ca.crt")) as handle:
+            ca_cert = handle.read()
+        with open(os.path.join(store, "notebooks-ca", "notebooks-ca.key")) as handle:
+            ca_key = handle.read()
+        with open(self.internal_trust_bundles["notebooks-ca"]) as handle:
+            ca_bundle = handle.read()
+        lifetime = int(self.start_timeout) + int(self.session.get("walltime") or 0) + int(self.cert_margin)
+        names = self.session_alt_names()
+        key, cert = identity.make_session_cert(ca_cert, ca_key, f"user-{self.user.name}", names, lifetime)
+        self.log.info("Session certificate for %s: %s, valid %s s", self._log_name, ";".join(names), lifetime)
+        return {"keyfile": key, "certfile": cert, "cafile": ca_bundle}
+
+    async def move_certs(self, paths: dict) -> dict:
+        """Send the session's TLS files with the job; keep only the certificate's fingerprint.
+
+        They are handed to the job helper on its standard input and travel as
+        0600 files with the job, which sees them under fixed names in its
+        sandbox. The hub pins the certificate: it talks to the lab only when
+        that certificate answers.
+        """
+        self.tls_files = {name: paths[kind] for kind, name in TLS_FILES.items()}
+        self.session = {**self.session, "cert_sha256": identity.fingerprint(paths["certfile"])}
         return dict(TLS_FILES)
+
+    async def check_identity(self, host: str, port: int) -> None:
+        """Raise unless this session's own lab answers on host:port (identity.check_lab)."""
+        context = self.internal_ssl_context()
+        if context is None:
+            return
+        pinned = self.session.get("cert_sha256")
+        if not pinned:
+            raise identity.IdentityError("this session has no certificate on record")
+        await identity.check_lab(host, port, context, pinned)
 
     def internal_ssl_context(self) -> ssl.SSLContext | None:
         """The hub's client context for talking to a lab (mutual TLS), or None without internal TLS."""
@@ -296,6 +351,8 @@ class CondorlabSpawner(CondorSpawner):
         return {
             State.IDLE: JobStatus.PENDING,
             State.RUNNING: JobStatus.RUNNING,
+            # Suspended by the startd: the lab is alive and resumes.
+            State.SUSPENDED: JobStatus.RUNNING,
             State.UNKNOWN: JobStatus.UNKNOWN,
             # A held session never resumes by itself: it is reported and removed.
             State.HELD: JobStatus.NOTFOUND,
@@ -306,7 +363,7 @@ class CondorlabSpawner(CondorSpawner):
         return self.job_info.state == State.IDLE
 
     def state_isrunning(self) -> bool:
-        return self.job_info.state == State.RUNNING
+        return self.job_info.state in (State.RUNNING, State.SUSPENDED)
 
     def state_isunknown(self) -> bool:
         return self.job_info.state == State.UNKNOWN
@@ -318,6 +375,39 @@ class CondorlabSpawner(CondorSpawner):
         if self.job_id:
             self.log.info("Removing job %s of %s", self.job_id, self.user.name)
             await self.run_helper("remove", self.job_id)
+
+    async def clean_staging(self) -> None:
+        """Delete the session's staged secrets (token file, key, certificate) once its job has left."""
+        try:
+            await self.run_helper("clean", self.server_key)
+        except (OSError, RuntimeError, ValueError) as exc:
+            self.log.warning("Could not delete the staged secrets of %s: %s", self._log_name, exc)
+
+    def tampered(self) -> str:
+        """Why the job no longer matches what the hub submitted, or ''."""
+        info, session = self.job_info, self.session
+        wanted = {"RequestCpus": session.get("request_cpus"), "RequestMemory": session.get("request_memory_mb")}
+        found = {"RequestCpus": info.request_cpus, "RequestMemory": info.request_memory_mb}
+        changed = [f"{k} {found[k]} (submitted {v})" for k, v in wanted.items() if v and found[k] not in (None, v)]
+        return ", ".join(changed)
+
+    async def lab_lost(self) -> str:
+        """Why the running session's lab is not there any more, or '' while it answers (or cannot be asked)."""
+        if not (self.started_at() and self.port and self.job_info.state == State.RUNNING):
+            return ""
+        try:
+            await self.check_identity(self.job_info.host or self.ip, self.port)
+        except identity.IdentityError:
+            return f"another process answers on {self.job_info.host}:{self.port} in place of the lab"
+        except ConnectionRefusedError:
+            return f"nothing listens on {self.job_info.host}:{self.port} any more"
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            # Unreachable is not gone: the node or the network may be slow.
+            self.log.info("Health check of %s's lab did not answer: %s", self.user.name, exc)
+        return ""
+
+    def started_at(self) -> float:
+        return float(self.session.get("started") or 0)
 
     async def poll(self):
         if self.ending:
@@ -340,6 +430,23 @@ class CondorlabSpawner(CondorSpawner):
                 self.ending = False
             self.clear_state()
             return 0
+        problem = ""
+        if status in (JobStatus.PENDING, JobStatus.RUNNING):
+            problem = self.tampered()
+            if problem:
+                problem = f"its job was changed after submission: {problem}"
+            elif status == JobStatus.RUNNING:
+                problem = await self.lab_lost()
+        if problem:
+            # The route goes at once (JupyterHub removes it when poll reports
+            # the end); the job is removed so nothing keeps the slot.
+            self.log.warning("Session job %s of %s ended: %s", self.job_id, self.user.name, problem)
+            await self.cancel_batch_job()
+            await self.clean_staging()
+            if self.started_at():
+                self.record("stop", host=self.job_info.host or self.ip, reason="lost")
+            self.clear_state()
+            return 1
         if status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.UNKNOWN):
             return None
         if self.job_info.state == State.HELD:
@@ -349,6 +456,8 @@ class CondorlabSpawner(CondorSpawner):
             self.log.warning("Session job %s of %s was evicted; the session ended", self.job_id, self.user.name)
         if self.session.get("started"):
             self.record("stop", host=self.job_info.host or self.ip, reason=self.job_info.state.value)
+        if self.job_info.state in (State.GONE, State.HELD):
+            await self.clean_staging()
         self.clear_state()
         return 1
 
@@ -361,6 +470,12 @@ class CondorlabSpawner(CondorSpawner):
             f"The session job {self.job_id} ended before the lab started; see "
             f"~/.condorlab/sessions/{self.server_key}/session.err on the hub"
         )
+
+    async def _abandon(self) -> None:
+        """Give up a start: remove the job, delete its staged secrets, forget it."""
+        await self.cancel_batch_job()
+        await self.clean_staging()
+        self.clear_state()
 
     async def start(self):
         self.ip = "0.0.0.0"  # noqa: S104 - placeholder until the job's host is known
@@ -377,48 +492,66 @@ class CondorlabSpawner(CondorSpawner):
             force = False
             if status == JobStatus.NOTFOUND:
                 error = self._failure()
-                await self.cancel_batch_job()
-                self.clear_state()
+                await self._abandon()
                 raise error
             if status == JobStatus.RUNNING and self.port:
                 break
             await asyncio.sleep(self.startup_poll_interval)
         self.ip = self.state_gethost()
         if not self.host_covered(self.ip):
-            await self.cancel_batch_job()
-            self.clear_state()
+            await self._abandon()
             raise RuntimeError(
                 f"The session landed on {self.ip}, which the session certificates do not cover; "
                 "add the node to the condor_execute group (or set jupyterhub_internal_tls_names) and re-run site.yml"
             )
+        # The lab reports its port only once it listens: what answers there
+        # now must be this session's own certificate, or nobody is routed.
+        try:
+            await self.check_identity(self.ip, self.port)
+        except (identity.IdentityError, OSError, TimeoutError, ssl.SSLError) as exc:
+            await self._abandon()
+            raise RuntimeError(
+                f"The session's lab on {self.ip}:{self.port} could not prove it is this session ({exc}); "
+                "the job was removed, start a new session"
+            ) from None
         self.log.info("Session job %s of %s runs at %s:%s", self.job_id, self.user.name, self.ip, self.port)
         self.session = {**self.session, "started": time.time()}
         self.record("start", host=self.ip)
         return self.ip, self.port
 
     async def request_shutdown(self) -> bool:
-        """Ask the lab to shut down, with a token made for this and valid two minutes."""
+        """Ask the lab to shut down, with a token made for this and valid two minutes.
+
+        With internal TLS the token is sent only on a connection on which the
+        session's own certificate answered: never to whatever else listens there.
+        """
         # The server's address survives hub restarts in the hub's database.
         if not (self.server and self.server.port):
+            return False
+        path = f"{self.server.base_url}api/shutdown"
+        context = self.internal_ssl_context()
+        pinned = self.session.get("cert_sha256")
+        if context is not None and not pinned:
+            self.log.info("No certificate on record for %s; not sending a shutdown token", self._log_name)
             return False
         token = self.user.new_api_token(
             note="condorlab: end the session",
             expires_in=120,
             scopes=[f"access:servers!server={self.user.name}/{self.name}"],
         )
-        url = f"{self.server.host}{self.server.base_url}api/shutdown"
-        request = HTTPRequest(
-            url,
-            method="POST",
-            body=b"",
-            headers={"Authorization": f"token {token}"},
-            request_timeout=10,
-            ssl_options=self.internal_ssl_context(),
-        )
+        headers = {"Authorization": f"token {token}"}
         try:
-            await AsyncHTTPClient().fetch(request)
-        except Exception as exc:  # the server may already be gone
-            self.log.info("Shutdown request to %s failed: %s", url, exc)
+            if context is not None:
+                status = await identity.post_verified(self.server.ip, self.server.port, path, headers, context, pinned)
+                if status >= 400:
+                    raise OSError(f"HTTP {status}")
+            else:
+                request = HTTPRequest(
+                    f"{self.server.host}{path}", method="POST", body=b"", headers=headers, request_timeout=10
+                )
+                await AsyncHTTPClient().fetch(request)
+        except Exception as exc:  # the server may already be gone, or is not this session's
+            self.log.info("Shutdown request to %s:%s%s failed: %s", self.server.ip, self.server.port, path, exc)
             return False
         return True
 
@@ -448,14 +581,17 @@ class CondorlabSpawner(CondorSpawner):
         if not now and await self.request_shutdown():
             # The lab exits, the job ends normally and Condor brings its files back.
             if await self._job_left(self.stop_grace):
+                await self.clean_staging()
                 return
             self.log.warning("Session job %s did not end by itself; removing it", self.job_id)
         await self.cancel_batch_job()
         for _ in range(10):
             status = await self.query_job_status(force=True)
             if status not in (JobStatus.RUNNING, JobStatus.UNKNOWN) and self.job_info.state != State.IDLE:
-                return
+                break
             await asyncio.sleep(1)
+        if self.job_info.state == State.GONE:
+            await self.clean_staging()
 
 
 def name_covers(alt_name: str, host: str) -> bool:

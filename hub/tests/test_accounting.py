@@ -77,12 +77,28 @@ def test_the_query_asks_for_the_period_s_sessions_only():
     assert "RemoteWallClockTime" in projection and "AcctGroup" in projection and match == -1
 
 
-def test_csv_and_table_output(capsys):
-    assert accounting.main(["--since", "1970-01-02", "--until", "1970-01-03", "--format", "csv"], FakeSchedd(ADS)) == 0
+def records_of(tmp_path, ads) -> str:
+    """A session records file in which the hub recorded these jobs' starts."""
+    path = tmp_path / "sessions.jsonl"
+    recorder = accounting.SessionRecorder(str(path))
+    for ad in ads:
+        recorder.record("start", user=ad["Owner"], job=str(ad["ClusterId"]), request_cpus=ad["RequestCpus"])
+        recorder.record("stop", user=ad["Owner"], job=str(ad["ClusterId"]))
+    return str(path)
+
+
+def test_csv_and_table_output(capsys, tmp_path):
+    records = ["--records", records_of(tmp_path, ADS)]
+    assert (
+        accounting.main(
+            ["--since", "1970-01-02", "--until", "1970-01-03", "--format", "csv", *records], FakeSchedd(ADS)
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "level,group,user,sessions,users,wall_hours,cpu_hours,core_hours"
     assert "group,group_astro,,1,1,2.0,1.0,2.0" in lines
-    assert accounting.main(["--since", "1970-01-02", "--until", "1970-01-03"], FakeSchedd(ADS)) == 0
+    assert accounting.main(["--since", "1970-01-02", "--until", "1970-01-03", *records], FakeSchedd(ADS)) == 0
     table = capsys.readouterr().out
     assert "condorlab sessions finished 1970-01-02 00:00 - 1970-01-03 00:00 UTC" in table
     assert "group_physics" in table and "  alice" in table
@@ -119,3 +135,28 @@ def test_session_records_are_json_lines_private_to_the_hub(tmp_path):
     assert [e["event"] for e in events] == ["start", "stop"]
     assert events[0]["user"] == "alice" and events[0]["time"] <= events[1]["time"]
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_only_recorded_sessions_with_possible_values_are_counted(capsys, tmp_path):
+    """A user's edits to a job (or a batch job marked as a session) do not change the report."""
+    forged = [
+        # a batch job its owner marked as a session: the hub never recorded it
+        {**ADS[1], "ClusterId": 7, "RemoteWallClockTime": 99999.0},
+        # a recorded session whose wall time was edited to a negative value
+        {**ADS[0], "ClusterId": 8, "RemoteWallClockTime": -360.0},
+        # a recorded session longer than its life in the queue
+        {**ADS[0], "ClusterId": 9, "QDate": DAY, "EnteredCurrentStatus": DAY + 100, "RemoteWallClockTime": 5000.0},
+        # a recorded session whose CPUs were raised after the hub recorded 1
+        {**ADS[2], "ClusterId": 10, "RequestCpus": 64},
+    ]
+    recorded = records_of(tmp_path, [ADS[0], ADS[2], forged[1], forged[2], {**forged[3], "RequestCpus": 1}])
+    args = ["--since", "1970-01-02", "--until", "1970-01-03", "--format", "csv", "--records", recorded]
+    assert accounting.main(args, FakeSchedd([ADS[0], ADS[2], *forged])) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert "group,group_physics,,1,1,1.0,0.5,2.0" in lines
+    # carol's two sessions of 2 h each: core hours from the recorded 1 CPU, not the edited 64
+    assert "group,group_astro,,2,1,4.0,2.0,4.0" in lines
+    assert "job 7 of bob is marked as a session but the hub never recorded it" in captured.err
+    assert "job 8 of alice has impossible usage (wall -360.0 s" in captured.err
+    assert "job 9 of alice has impossible usage (wall 5000.0 s" in captured.err

@@ -5,7 +5,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from condorlab import handlers
+from condorlab import handlers, identity
 from condorlab.jobs import JobInfo, State
 from condorlab.spawner import CondorlabSpawner
 from jupyterhub.apihandlers import default_handlers
@@ -45,7 +45,7 @@ USER_GROUPS = [
 @pytest.fixture
 def spawner(tmp_path):
     s = CondorlabSpawner(
-        user=SimpleNamespace(name="alice", url="/user/alice/"),
+        user=SimpleNamespace(name="alice", url="/user/alice/", settings={}),
         port_range=(50000, 50010),
         user_groups=USER_GROUPS,
         accounting_records=str(tmp_path / "sessions.jsonl"),
@@ -176,7 +176,7 @@ def test_poll_removes_a_held_session(spawner):
     spawner.job_id = "12"
     spawner.status_cache = FakeCache(JobInfo(State.HELD, hold_reason="walltime"))
     assert run(spawner.poll()) == 1
-    assert [c[0] for c in spawner.calls] == [("remove", "12")]
+    assert [c[0] for c in spawner.calls] == [("remove", "12"), ("clean", "default")]
 
 
 def test_poll_ends_an_evicted_session_without_removing_its_job(spawner):
@@ -196,7 +196,7 @@ def test_stop_removes_a_session_that_does_not_shut_down(spawner):
 
     spawner.request_shutdown = no_server
     run(spawner.stop())
-    assert [c[0] for c in spawner.calls] == [("remove", "12")]
+    assert [c[0] for c in spawner.calls] == [("remove", "12"), ("clean", "default")]
 
 
 def test_stop_waits_while_files_come_back(spawner):
@@ -220,27 +220,32 @@ def test_stop_waits_while_files_come_back(spawner):
         run(spawner.stop())
     finally:
         asyncio.sleep = original
-    assert spawner.calls == [], "a session sending its files back is not removed"
+    assert [c[0] for c in spawner.calls] == [("clean", "default")], "a session sending its files back is not removed"
 
 
-def test_tls_files_travel_with_the_job_and_leave_the_hub(spawner, tmp_path):
-    for name, text in (("k.key", "-----BEGIN KEY"), ("c.crt", "-----BEGIN CERT"), ("ca.crt", "-----BEGIN CA")):
-        (tmp_path / name).write_text(text)
-    paths = {
-        "keyfile": str(tmp_path / "k.key"),
-        "certfile": str(tmp_path / "c.crt"),
-        "cafile": str(tmp_path / "ca.crt"),
-    }
+def test_tls_files_travel_with_the_job_and_never_touch_the_hub_s_disk(spawner, ca_store):
+    spawner.internal_certs_location = str(ca_store)
+    spawner.internal_trust_bundles = {"notebooks-ca": str(ca_store / "notebooks-ca_trust.crt")}
+    spawner.ssl_alt_names = ["DNS:wn1", "DNS:wn2"]
+    spawner.proxy_alt_names = ["DNS:hub.example.org"]
+    spawner.user.settings = {"subdomain_host": "https://hub.example.org"}
+    spawner.user.domain = "alice.hub.example.org"
+    before = sorted(p.name for p in ca_store.rglob("*"))
+    spawner.check_options(spawner, {})  # JupyterHub applies the options before it asks for certificates
+    paths = run(spawner.create_certs())
     moved = run(spawner.move_certs(paths))
     assert moved == {"keyfile": "session-tls.key", "certfile": "session-tls.crt", "cafile": "session-ca.crt"}
-    assert not (tmp_path / "k.key").exists(), "the session key does not stay in the hub's store"
+    assert sorted(p.name for p in ca_store.rglob("*")) == before, "no session key or certificate in the hub's store"
+    assert spawner.session["cert_sha256"] == identity.fingerprint(paths["certfile"])
+    # the nodes and the user's own domain; not the hub's public name, not localhost
+    assert spawner.session_alt_names() == ["DNS:wn1", "DNS:wn2", "DNS:alice.hub.example.org"]
+    spawner.user.settings = {}
+    assert spawner.session_alt_names() == ["DNS:wn1", "DNS:wn2", "DNS:hub.example.org"]
     run(spawner.submit_batch_script())
     (_, request), *_ = spawner.calls
-    assert request["files"] == {
-        "session-tls.key": "-----BEGIN KEY",
-        "session-tls.crt": "-----BEGIN CERT",
-        "session-ca.crt": "-----BEGIN CA",
-    }
+    assert request["files"]["session-tls.key"].startswith("-----BEGIN PRIVATE KEY-----")
+    assert request["files"]["session-tls.crt"] == paths["certfile"]
+    assert request["files"]["session-ca.crt"] == (ca_store / "notebooks-ca_trust.crt").read_text()
     assert spawner.tls_files is None, "the key is not kept in memory after the submission"
 
 
@@ -268,7 +273,7 @@ def test_a_session_on_a_node_the_certificate_does_not_cover_fails(spawner):
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn9"))
     with pytest.raises(RuntimeError, match="landed on wn9, which the session certificates do not cover"):
         run(start_reporting_port(spawner, 50001))
-    assert [c[0][0] for c in spawner.calls] == ["submit", "remove"]
+    assert [c[0][0] for c in spawner.calls] == ["submit", "remove", "clean"]
 
 
 def test_the_form_offers_only_the_user_s_groups_profiles(spawner):

@@ -1,0 +1,43 @@
+"""A notebooks CA laid out as JupyterHub's internal certificate store does."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+def make_ca(name: str) -> tuple[str, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+
+
+@pytest.fixture(scope="session")
+def ca_store(tmp_path_factory):
+    store = tmp_path_factory.mktemp("internal-ssl")
+    (store / "notebooks-ca").mkdir()
+    cert, key = make_ca("notebooks-ca")
+    (store / "notebooks-ca" / "notebooks-ca.crt").write_text(cert)
+    (store / "notebooks-ca" / "notebooks-ca.key").write_text(key)
+    (store / "notebooks-ca_trust.crt").write_text(cert)
+    return store
