@@ -13,7 +13,11 @@ network=condorlab-demo
 prefix=condorlab-demo
 hosts=(cm hub wn1 wn2 outsider)
 shared_volume=condorlab-demo-shared
-public_port=${CONDORLAB_DEMO_PORT:-8443}
+# The hub's public port in the test-bed inventory (jupyterhub_public_port),
+# published on this machine's loopback: https://hub.localhost:8443 and each
+# user's lab at https://<user>.hub.localhost:8443 (browsers resolve *.localhost
+# to this machine).
+public_port=8443
 pip_cache=${CONDORLAB_PIP_CACHE:-$HOME/.cache/condorlab-pip}
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
 
@@ -39,7 +43,7 @@ up() {
     fi
     local extra=()
     case $h in
-      hub) extra=(-p "127.0.0.1:$public_port:443" -v "$shared_volume:/shared") ;;
+      hub) extra=(-p "127.0.0.1:$public_port:$public_port" -v "$shared_volume:/shared") ;;
       wn*) extra=(-v "$shared_volume:/shared") ;;
     esac
     podman run -d --name "$name" --hostname "$h" --network "$network" --network-alias "$h" \
@@ -96,11 +100,12 @@ status() {
     echo "HTCondor pool seen by the central manager (cm):"
     podman exec "$prefix-cm" condor_status -any -af MyType Name 2>/dev/null | sed 's/^/  /' || echo "  (collector not answering)"
     echo
-    echo "JupyterHub: https://localhost:$public_port/ (published from the hub container)"
+    echo "JupyterHub: https://hub.localhost:$public_port/ (published from the hub container); each user's"
+    echo "lab has an origin of its own, e.g. https://alice.hub.localhost:$public_port/user/alice/"
     if podman exec "$prefix-hub" test -f /etc/condorlab/public-tls/ca.crt 2>/dev/null; then
       podman exec "$prefix-hub" cat /etc/condorlab/public-tls/ca.crt > "$here/.demo-ca.crt"
       echo "Its certificate is signed by the demo's own CA: trust $here/.demo-ca.crt in your browser,"
-      echo "or try: curl --cacert $here/.demo-ca.crt https://localhost:$public_port/hub/api/"
+      echo "or try: curl --cacert $here/.demo-ca.crt https://hub.localhost:$public_port/hub/api/"
     fi
     if [[ -f $here/.demo-logins ]]; then
       echo "Demo logins (user:password; alice and bob have a shared area, carol's work travels with her job):"

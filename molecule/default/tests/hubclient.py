@@ -14,7 +14,17 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-HUB = os.environ.get("CONDORLAB_HUB", "https://hub")
+HUB = os.environ.get("CONDORLAB_HUB", "https://hub.localhost:8443")
+# Each user's lab is on an origin of its own (subdomain_host): /user/alice/...
+# goes to https://alice.hub.localhost:8443.
+HUB_HOST = urllib.parse.urlsplit(HUB)
+
+
+def url_of(path: str) -> str:
+    parts = path.split("/")
+    if len(parts) > 2 and parts[1] == "user" and parts[2]:
+        return f"{HUB_HOST.scheme}://{parts[2]}.{HUB_HOST.netloc}{path}"
+    return HUB + path
 # The CA of the hub's public certificate (the test bed's generated one).
 CA_FILE = os.environ.get("CONDORLAB_HUB_CA", "/tmp/condorlab-public-ca.crt")
 
@@ -46,7 +56,7 @@ class Client:
             headers["Content-Type"] = "application/json"
         if self.xsrf(path):
             headers["X-XSRFToken"] = self.xsrf(path)
-        req = urllib.request.Request(HUB + path, data=data, headers=headers, method=method)
+        req = urllib.request.Request(url_of(path), data=data, headers=headers, method=method)
         try:
             with self.opener.open(req, timeout=30) as resp:
                 return resp.status, resp.geturl(), resp.read().decode(errors="replace")

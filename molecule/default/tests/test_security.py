@@ -76,7 +76,8 @@ def lab_port(hub, node_name: str) -> int:
             "https://127.0.0.1:8001/api/routes"
         )
     )
-    target = routes["/user/alice"]["target"]
+    # With subdomain_host the route is /alice.hub.localhost/user/alice.
+    (target,) = [route["target"] for spec, route in routes.items() if spec.endswith("/user/alice")]
     assert target.startswith(f"https://{node_name}:"), target
     return int(target.rsplit(":", 1)[1].split("/")[0])
 
@@ -166,7 +167,7 @@ def test_a_port_report_that_sets_another_attribute_is_refused(session, outsider,
         return outsider.check_output(
             f"curl -s -o /dev/null -w '%{{http_code}}' --cacert /tmp/condorlab-public-ca.crt "
             f"-H 'Authorization: token {token}' -H 'Content-Type: application/json' "
-            f"-d '{json.dumps(body)}' https://hub{path}"
+            f"-d '{json.dumps(body)}' https://hub.localhost:8443{path}"
         )
 
     injected = {"port": session["port"], "batch_query_cmd": "touch /tmp/condorlab-pwned"}
@@ -190,7 +191,7 @@ def test_http_redirects_to_https_and_old_tls_is_refused(outsider):
         "ctx.minimum_version = ssl.TLSVersion.TLSv1\n"
         "ctx.maximum_version = getattr(ssl.TLSVersion, sys.argv[1])\n"
         "try:\n"
-        "    s = ctx.wrap_socket(socket.create_connection(('hub', 443), timeout=5), server_hostname='hub')\n"
+        "    s = ctx.wrap_socket(socket.create_connection(('hub', 8443), timeout=5), server_hostname='hub')\n"
         "    print(s.version())\n"
         "except ssl.SSLError as exc: print('refused', exc.reason)\n"
     )
@@ -257,6 +258,10 @@ def test_the_session_still_ends_normally(session, browser, hub):
     history = hub.check_output(f"runuser -u bob -- condor_history {cluster} -long")
     assert f"ClusterId = {cluster}" in history
     assert session["token"] not in history and session["key_line"] not in history
+    # The staged secrets go with the session; its logs stay for the user.
+    for name in ("session.json", "session-tls.key", "session-tls.crt", "session-ca.crt"):
+        assert not hub.file(f"{STAGING}/{name}").exists, name
+    assert hub.file(f"{STAGING}/session.err").exists
 
 
 def test_the_internal_ca_keys_are_the_hubs_alone(hub):

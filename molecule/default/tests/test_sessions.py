@@ -72,7 +72,7 @@ def test_the_api_token_is_not_in_the_job_ad(alice_session, hub):
 def test_the_lab_survives_a_hub_restart(alice_session, hub, browser):
     hub.check_output("systemctl restart jupyterhub")
     assert wait_for(
-        lambda: hub.run("curl -sf --cacert /etc/condorlab/public-tls/ca.crt https://localhost/hub/api/").rc == 0,
+        lambda: hub.run("curl -sf --cacert /etc/condorlab/public-tls/ca.crt https://localhost:8443/hub/api/").rc == 0,
         timeout=60,
     )
     assert len(session_jobs(hub, "alice")) == 1
