@@ -13,7 +13,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # Shared by the test-bed hosts so that repeated runs do not download again.
 export CONDORLAB_PIP_CACHE ?= $(HOME)/.cache/condorlab-pip
 # Debian packages the test bed needs on the machine that runs it.
-HOST_PACKAGES := podman runc debootstrap python3 python3-venv
+HOST_PACKAGES := podman runc debootstrap python3 python3-venv chromium chromium-driver
 STAMP := $(VENV)/.installed
 
 .PHONY: help deps host-packages root image demo status bench test lint unit molecule clean

@@ -25,6 +25,8 @@ def url_of(path: str) -> str:
     if len(parts) > 2 and parts[1] == "user" and parts[2]:
         return f"{HUB_HOST.scheme}://{parts[2]}.{HUB_HOST.netloc}{path}"
     return HUB + path
+
+
 # The CA of the hub's public certificate (the test bed's generated one).
 CA_FILE = os.environ.get("CONDORLAB_HUB_CA", "/tmp/condorlab-public-ca.crt")
 
