@@ -53,6 +53,14 @@ def _general_name(alt_name: str) -> x509.GeneralName:
     raise ValueError(f"subjectAltName {alt_name!r} is not DNS:<name> or IP:<address>")
 
 
+def _authority_key_identifier(ca_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    try:
+        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
 def make_session_cert(
     ca_cert_pem: str, ca_key_pem: str, common_name: str, alt_names: list[str], lifetime: int
 ) -> tuple[str, str]:
@@ -74,6 +82,9 @@ def make_session_cert(
         .not_valid_after(now + datetime.timedelta(seconds=lifetime))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        # Python 3.13's strict verification wants both key identifiers.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(_authority_key_identifier(ca_cert), critical=False)
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
         )

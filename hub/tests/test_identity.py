@@ -27,8 +27,13 @@ def session_cert(ca_store, user: str, lifetime: int = 3600, names=("DNS:localhos
 
 
 def hub_context(ca_store) -> ssl.SSLContext:
-    """The hub's side: trusts the notebooks CA and checks the host name, as JupyterHub's context does."""
-    return ssl.create_default_context(cafile=str(ca_store / "notebooks-ca_trust.crt"))
+    """The hub's side: trusts the notebooks CA and checks the host name, as JupyterHub's context does.
+
+    Strict X.509 checks, as Python 3.13 (the hosts' Python) applies by default.
+    """
+    context = ssl.create_default_context(cafile=str(ca_store / "notebooks-ca_trust.crt"))
+    context.verify_flags |= ssl.VERIFY_X509_STRICT
+    return context
 
 
 class Lab:
