@@ -60,6 +60,17 @@ SERVER_NAME = re.compile(r"^[A-Za-z0-9._-]{1,58}$")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
+class StartFailed(web.HTTPError, RuntimeError):
+    """A start that failed for a reason the user should read: the API's answer and the progress page show it."""
+
+    def __init__(self, message: str):
+        super().__init__(500, "%s", message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class CondorlabSpawner(CondorSpawner):
     job_helper = Unicode(
         "/usr/local/libexec/condorlab/condorlab-job",
@@ -463,10 +474,10 @@ class CondorlabSpawner(CondorSpawner):
 
     # ---- start and stop --------------------------------------------------
 
-    def _failure(self) -> RuntimeError:
+    def _failure(self) -> StartFailed:
         if self.job_info.state == State.HELD:
-            return RuntimeError(f"The session job {self.job_id} was held by HTCondor: {self.job_info.hold_reason}")
-        return RuntimeError(
+            return StartFailed(f"The session job {self.job_id} was held by HTCondor: {self.job_info.hold_reason}")
+        return StartFailed(
             f"The session job {self.job_id} ended before the lab started; see "
             f"~/.condorlab/sessions/{self.server_key}/session.err on the hub"
         )
@@ -500,7 +511,7 @@ class CondorlabSpawner(CondorSpawner):
         self.ip = self.state_gethost()
         if not self.host_covered(self.ip):
             await self._abandon()
-            raise RuntimeError(
+            raise StartFailed(
                 f"The session landed on {self.ip}, which the session certificates do not cover; "
                 "add the node to the condor_execute group (or set jupyterhub_internal_tls_names) and re-run site.yml"
             )
@@ -510,7 +521,7 @@ class CondorlabSpawner(CondorSpawner):
             await self.check_identity(self.ip, self.port)
         except (identity.IdentityError, OSError, TimeoutError, ssl.SSLError) as exc:
             await self._abandon()
-            raise RuntimeError(
+            raise StartFailed(
                 f"The session's lab on {self.ip}:{self.port} could not prove it is this session ({exc}); "
                 "the job was removed, start a new session"
             ) from None
