@@ -167,7 +167,8 @@ def test_a_port_report_that_sets_another_attribute_is_refused(session, outsider,
         return outsider.check_output(
             f"curl -s -o /dev/null -w '%{{http_code}}' --cacert /tmp/condorlab-public-ca.crt "
             f"-H 'Authorization: token {token}' -H 'Content-Type: application/json' "
-            f"-d '{json.dumps(body)}' https://hub.localhost:8443{path}"
+            # curl resolves *.localhost to the loopback itself: point it at the hub.
+            f"-d '{json.dumps(body)}' --connect-to hub.localhost:8443:hub:8443 https://hub.localhost:8443{path}"
         )
 
     injected = {"port": session["port"], "batch_query_cmd": "touch /tmp/condorlab-pwned"}
