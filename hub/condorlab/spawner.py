@@ -452,11 +452,9 @@ class CondorlabSpawner(CondorSpawner):
             # The route goes at once (JupyterHub removes it when poll reports
             # the end); the job is removed so nothing keeps the slot.
             self.log.warning("Session job %s of %s ended: %s", self.job_id, self.user.name, problem)
-            await self.cancel_batch_job()
-            await self.clean_staging()
             if self.started_at():
                 self.record("stop", host=self.job_info.host or self.ip, reason="lost")
-            self.clear_state()
+            await self._abandon()
             return 1
         if status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.UNKNOWN):
             return None
@@ -465,7 +463,7 @@ class CondorlabSpawner(CondorSpawner):
             await self.cancel_batch_job()
         elif self.job_info.state == State.IDLE:
             self.log.warning("Session job %s of %s was evicted; the session ended", self.job_id, self.user.name)
-        if self.session.get("started"):
+        if self.started_at():
             self.record("stop", host=self.job_info.host or self.ip, reason=self.job_info.state.value)
         if self.job_info.state in (State.GONE, State.HELD):
             await self.clean_staging()
@@ -586,7 +584,7 @@ class CondorlabSpawner(CondorSpawner):
         if not self.job_id:
             return
         self.log.info("Stopping session job %s of %s", self.job_id, self.user.name)
-        if self.session.get("started"):
+        if self.started_at():
             self.record("stop", host=self.job_info.host or self.ip, reason=self.stop_reason)
         self.stop_reason = "stopped"
         if not now and await self.request_shutdown():

@@ -128,3 +128,16 @@ def test_tls_files_are_sent_encrypted_and_never_inline(tmp_path):
     assert f"transfer_input_files = {secrets}\n" in text
     assert f"encrypt_input_files = {secrets}\n" in text
     assert "secret" not in text
+
+
+def test_clean_deletes_only_the_staged_secrets(tmp_path, capsys):
+    staging = tmp_path / ".condorlab" / "sessions" / "default"
+    staging.mkdir(parents=True)
+    for name in ("session.json", *helper.TLS_FILES, "session.err", "session.log"):
+        (staging / name).write_text("x")
+    user = pwd.struct_passwd(("alice", "x", 2001, 2001, "", str(tmp_path), "/bin/sh"))
+    helper.clean(user, "default")
+    assert sorted(p.name for p in staging.iterdir()) == ["session.err", "session.log"]
+    assert "session-tls.key" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        helper.clean(user, "../../etc")
