@@ -54,7 +54,7 @@ up() {
   for h in "${hosts[@]}"; do
     podman exec "$prefix-$h" systemctl is-system-running --wait >/dev/null 2>&1 || true
   done
-  (cd "$top" && ansible-playbook -i inventories/testbed/hosts.yml site.yml)
+  (cd "$top" && ansible-playbook -i inventories/testbed/hosts.yml site.yml testbed/public-names.yml)
   wait_for_pool
   demo_users
   status
