@@ -27,14 +27,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from .contract import ATTRS
+
 SESSION_RECORDS = "/var/lib/jupyterhub/accounting/sessions.jsonl"
 PROJECTION = [
     "ClusterId",
     "Owner",
     "AcctGroup",
     "AccountingGroup",
-    "CondorlabGroup",
-    "CondorlabProfile",
+    ATTRS.group,
+    ATTRS.profile,
     "RemoteWallClockTime",
     "RemoteUserCpu",
     "RemoteSysCpu",
@@ -134,7 +136,7 @@ def checked_ads(ads: Iterable[dict], recorded: dict[tuple[str, int], dict], warn
 
 
 def group_of(ad: dict) -> str:
-    return str(ad.get("AcctGroup") or ad.get("CondorlabGroup") or "<none>")
+    return str(ad.get("AcctGroup") or ad.get(ATTRS.group) or "<none>")
 
 
 def summarise(ads: Iterable[dict]) -> tuple[dict[str, Usage], dict[tuple[str, str], Usage]]:
@@ -149,7 +151,7 @@ def summarise(ads: Iterable[dict]) -> tuple[dict[str, Usage], dict[tuple[str, st
 
 
 def history_constraint(since: float, until: float) -> str:
-    return f"CondorlabSession =?= true && EnteredCurrentStatus >= {int(since)} && EnteredCurrentStatus < {int(until)}"
+    return f"{ATTRS.session} =?= true && EnteredCurrentStatus >= {int(since)} && EnteredCurrentStatus < {int(until)}"
 
 
 def query_history(since: float, until: float, schedd=None) -> list[dict]:

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-# Job attribute that marks a session job, and the one naming its server.
-SESSION_ATTR = "CondorlabSession"
-SERVER_ATTR = "CondorlabServer"
+from .contract import ATTRS
+
 PROJECTION = [
     "ClusterId",
     "ProcId",
@@ -24,7 +23,7 @@ PROJECTION = [
     "TransferringOutput",
     "RequestCpus",
     "RequestMemory",
-    SERVER_ATTR,
+    ATTRS.server,
 ]
 
 
@@ -82,7 +81,7 @@ def _default_query() -> list[dict[str, Any]]:
     import htcondor  # the distribution's bindings; imported lazily for tests
 
     schedd = htcondor.Schedd()
-    ads = schedd.query(constraint=f"{SESSION_ATTR} =?= true", projection=PROJECTION)
+    ads = schedd.query(constraint=f"{ATTRS.session} =?= true", projection=PROJECTION)
     return [{k: ad.get(k) for k in PROJECTION} for ad in ads]
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import ssl
 import time
 
@@ -46,18 +45,11 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets import Any, Dict, Integer, List, Tuple, Unicode, default
 
-from . import handlers, identity, profiles
+from . import contract, handlers, identity, profiles
 from .accounting import SESSION_RECORDS, SessionRecorder
 from .jobs import JobInfo, State, shared_cache
 
 handlers.install()
-
-# Names of the session's TLS files in the job's sandbox (and the staging
-# directory); the job helper accepts these names only.
-TLS_FILES = {"keyfile": "session-tls.key", "certfile": "session-tls.crt", "cafile": "session-ca.crt"}
-
-SERVER_NAME = re.compile(r"^[A-Za-z0-9._-]{1,58}$")
-USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
 class StartFailed(web.HTTPError, RuntimeError):
@@ -73,8 +65,9 @@ class StartFailed(web.HTTPError, RuntimeError):
 
 class CondorlabSpawner(CondorSpawner):
     job_helper = Unicode(
-        "/usr/local/libexec/condorlab/condorlab-job",
-        help="Helper run as the user (through sudo) to submit and remove session jobs.",
+        "/opt/condorlab/hub/bin/condorlab-job",
+        help="""The job helper (condorlab.helper), run as the user through sudo to submit and remove
+        session jobs: a console script of the hub's root-owned virtualenv.""",
     ).tag(config=True)
 
     port_range = Tuple(
@@ -84,9 +77,15 @@ class CondorlabSpawner(CondorSpawner):
         help="Ports the singleuser server may report (inclusive); the same range as the job helper's.",
     ).tag(config=True)
 
+    user_groups_file = Unicode(
+        contract.USER_GROUPS_FILE,
+        help="""The user groups and their profiles as the inventory's filter normalises them
+        (contract.py); read again when it changes, so an inventory edit needs no hub restart.""",
+    ).tag(config=True)
+
     user_groups = List(
         Dict(),
-        help="The user groups and their profiles, as the condorlab_profiles filter normalises them.",
+        help="The user groups in that form, given here instead of user_groups_file (tests, one-off hubs).",
     ).tag(config=True)
 
     accounting_records = Unicode(SESSION_RECORDS, help="File the session start and stop records go to.").tag(
@@ -138,7 +137,7 @@ class CondorlabSpawner(CondorSpawner):
     @property
     def server_key(self) -> str:
         """Name of this server's staging directory: "default", or "named-<name>"."""
-        return f"named-{self.name}" if self.name else "default"
+        return contract.server_key(self.name)
 
     # ---- port report -----------------------------------------------------
 
@@ -155,11 +154,15 @@ class CondorlabSpawner(CondorSpawner):
     # ---- profiles ------------------------------------------------------------
 
     def unix_groups(self) -> set[str]:
-        return profiles.unix_groups_of(self.user.name)
+        return contract.unix_groups_of(self.user.name)
+
+    def groups(self) -> list[dict]:
+        """The user groups: the configured ones, else the normalised file."""
+        return list(self.user_groups) or contract.load_user_groups(self.user_groups_file)
 
     @default("options_form")
     def _options_form_default(self):
-        return lambda spawner: profiles.form_html(profiles.choices(spawner.user_groups, spawner.unix_groups()))
+        return lambda spawner: profiles.form_html(contract.choices(spawner.groups(), spawner.unix_groups()))
 
     def options_from_form(self, formdata: dict) -> dict:
         options = {}
@@ -177,7 +180,7 @@ class CondorlabSpawner(CondorSpawner):
     def check_options(spawner: CondorlabSpawner, user_options: dict) -> None:
         """Take the session the user asked for, or refuse it (400) with the reason."""
         try:
-            spawner.session = profiles.resolve(spawner.user_groups, spawner.unix_groups(), dict(user_options or {}))
+            spawner.session = profiles.resolve(spawner.groups(), spawner.unix_groups(), dict(user_options or {}))
         except profiles.OptionsError as exc:
             raise web.HTTPError(400, f"Cannot start this session: {exc}") from None
 
@@ -266,9 +269,9 @@ class CondorlabSpawner(CondorSpawner):
         sandbox. The hub pins the certificate: it talks to the lab only when
         that certificate answers.
         """
-        self.tls_files = {name: paths[kind] for kind, name in TLS_FILES.items()}
+        self.tls_files = {name: paths[kind] for kind, name in contract.TLS_FILES.items()}
         self.session = {**self.session, "cert_sha256": identity.fingerprint(paths["certfile"])}
-        return dict(TLS_FILES)
+        return dict(contract.TLS_FILES)
 
     async def check_identity(self, host: str, port: int) -> None:
         """Raise unless this session's own lab answers on host:port (identity.check_lab)."""
@@ -299,8 +302,7 @@ class CondorlabSpawner(CondorSpawner):
     # ---- the job helper --------------------------------------------------
 
     def helper_cmd(self, *args: str) -> list[str]:
-        if not USER_NAME.fullmatch(self.user.name):
-            raise ValueError(f"user name {self.user.name!r} is not a Unix user name")
+        contract.check_user_name(self.user.name)
         return ["sudo", "-n", "-u", self.user.name, "--", self.job_helper, *args]
 
     async def run_helper(self, *args: str, stdin: str | None = None) -> dict:
@@ -317,12 +319,11 @@ class CondorlabSpawner(CondorSpawner):
         return json.loads(out)
 
     async def submit_batch_script(self) -> str:
-        if self.name and not SERVER_NAME.fullmatch(self.name):
-            raise ValueError(f"server name {self.name!r} is not usable; use letters, digits, '.', '_' and '-'")
+        key = self.server_key  # refuses a server name outside the contract
         if not self.session:
             self.check_options(self, self.user_options)
         request = {
-            "server": self.server_key,
+            "server": key,
             "env": {k: str(v) for k, v in self.get_env().items()},
             "group": self.session["group"],
             "profile": self.session["profile"],
@@ -477,7 +478,7 @@ class CondorlabSpawner(CondorSpawner):
             return StartFailed(f"The session job {self.job_id} was held by HTCondor: {self.job_info.hold_reason}")
         return StartFailed(
             f"The session job {self.job_id} ended before the lab started; see "
-            f"~/.condorlab/sessions/{self.server_key}/session.err on the hub"
+            f"~/{contract.staging_dir(self.server_key)}/session.err on the hub"
         )
 
     async def _abandon(self) -> None:

@@ -2,49 +2,44 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import pwd
 from pathlib import Path
 
 import pytest
+from condorlab import contract, helper
 
 ROLE_FILES = Path(__file__).resolve().parents[2] / "roles" / "jupyterhub" / "files"
-loader = importlib.machinery.SourceFileLoader("condorlab_job", str(ROLE_FILES / "condorlab-job"))
-spec = importlib.util.spec_from_loader("condorlab_job", loader)
-helper = importlib.util.module_from_spec(spec)
-loader.exec_module(helper)
 
 CONFIG = {
     "template": str(ROLE_FILES / "session.sub.j2"),
     "session_command": "/opt/condorlab/singleuser/bin/condorlab-session",
     "shared_area": "",
     "transfer_dir": "condorlab",
-    "user_groups": [
-        {
-            "name": "physics",
-            "unix_groups": ["physics"],
-            "accounting_group": "group_physics",
-            "profiles": [
-                {
-                    "name": "big",
-                    "label": "big",
-                    "cpus": 8,
-                    "memory_mb": 4096,
-                    "gpus": 1,
-                    "walltime": 7200,
-                    "requirements": 'OpSys == "LINUX"',
-                },
-            ],
-        },
-        {
-            "name": "astro",
-            "unix_groups": ["astro"],
-            "accounting_group": "group_astro",
-            "profiles": [{"name": "quick", "label": "q", "cpus": 1, "memory_mb": 256, "gpus": 0, "walltime": 1800}],
-        },
-    ],
 }
+USER_GROUPS = [
+    {
+        "name": "physics",
+        "unix_groups": ["physics"],
+        "accounting_group": "group_physics",
+        "profiles": [
+            {
+                "name": "big",
+                "label": "big",
+                "cpus": 8,
+                "memory_mb": 4096,
+                "gpus": 1,
+                "walltime": 7200,
+                "requirements": 'OpSys == "LINUX"',
+            },
+        ],
+    },
+    {
+        "name": "astro",
+        "unix_groups": ["astro"],
+        "accounting_group": "group_astro",
+        "profiles": [{"name": "quick", "label": "q", "cpus": 1, "memory_mb": 256, "gpus": 0, "walltime": 1800}],
+    },
+]
 GOOD = {
     "server": "default",
     "env": {"JUPYTERHUB_API_TOKEN": "tok"},
@@ -58,9 +53,9 @@ ALICE = pwd.struct_passwd(("alice", "x", 2001, 2001, "", "/home/alice", "/bin/ba
 
 
 def test_a_good_request_passes():
-    checked = helper.check_request(GOOD, CONFIG, MEMBER)
-    assert checked["server"] == "default" and checked["request_memory_mb"] == 2048
-    assert checked["accounting_group"] == "group_physics" and checked["walltime"] == 7200
+    checked = helper.check_request(GOOD, USER_GROUPS, MEMBER)
+    assert checked["server"] == "default" and checked["session"]["request_memory_mb"] == 2048
+    assert checked["session"]["accounting_group"] == "group_physics" and checked["session"]["walltime"] == 7200
 
 
 @pytest.mark.parametrize(
@@ -70,10 +65,10 @@ def test_a_good_request_passes():
         ({"server": ".hidden"}, "bad server name"),
         ({"server": "a\nuniverse = local"}, "bad server name"),
         ({"request_cpus": 0}, "request_cpus"),
-        ({"request_cpus": 9}, "request_cpus must be an integer from 1 to 8 \\(profile physics/big\\)"),
+        ({"request_cpus": 9}, "request_cpus 9 is outside profile physics/big's limit of 1 to 8"),
         ({"request_cpus": True}, "request_cpus"),
         ({"request_memory_mb": "2GB\nexecutable = /bin/sh"}, "request_memory_mb"),
-        ({"request_memory_mb": 8192}, "request_memory_mb must be an integer from 1 to 4096"),
+        ({"request_memory_mb": 8192}, "request_memory_mb 8192 MB is above profile physics/big's limit of 4096 MB"),
         ({"group": "astro", "profile": "quick"}, "you are not in the user group 'astro'"),
         ({"group": "gw"}, "there is no user group 'gw'"),
         ({"profile": "huge"}, "has no profile 'huge'"),
@@ -89,11 +84,11 @@ def test_a_good_request_passes():
 )
 def test_bad_requests_are_refused(change, message):
     with pytest.raises(helper.RequestError, match=message):
-        helper.check_request({**GOOD, **change}, CONFIG, MEMBER)
+        helper.check_request({**GOOD, **change}, USER_GROUPS, MEMBER)
 
 
 def test_the_rendered_description_is_the_site_template():
-    text = helper.render(CONFIG, ALICE, helper.check_request(GOOD, CONFIG, MEMBER), shared_dir="")
+    text = helper.render(CONFIG, ALICE, helper.check_request(GOOD, USER_GROUPS, MEMBER), shared_dir="")
     assert "executable = /opt/condorlab/singleuser/bin/condorlab-session" in text
     assert "universe = vanilla" in text
     assert "transfer_input_files = .condorlab/sessions/default/session.json, condorlab" in text
@@ -107,7 +102,7 @@ def test_the_rendered_description_is_the_site_template():
 
 
 def test_shared_area_mode_transfers_no_work_directory():
-    text = helper.render(CONFIG, ALICE, helper.check_request(GOOD, CONFIG, MEMBER), shared_dir="/shared/alice")
+    text = helper.render(CONFIG, ALICE, helper.check_request(GOOD, USER_GROUPS, MEMBER), shared_dir="/shared/alice")
     assert "transfer_input_files = .condorlab/sessions/default/session.json\n" in text
     assert "transfer_output_files = session.summary\n" in text
 
@@ -121,7 +116,7 @@ def test_shared_dir_only_when_it_exists_and_is_writable(tmp_path):
 
 def test_tls_files_are_sent_encrypted_and_never_inline(tmp_path):
     files = {"session-tls.key": "-----BEGIN PRIVATE KEY-----\nsecret", "session-ca.crt": "-----BEGIN CERTIFICATE"}
-    checked = helper.check_request({**GOOD, "files": files}, CONFIG, MEMBER)
+    checked = helper.check_request({**GOOD, "files": files}, USER_GROUPS, MEMBER)
     text = helper.render(CONFIG, ALICE, checked, shared_dir="/shared/alice")
     staged = ".condorlab/sessions/default/"
     secrets = f"{staged}session.json, {staged}session-ca.crt, {staged}session-tls.key"
@@ -133,7 +128,7 @@ def test_tls_files_are_sent_encrypted_and_never_inline(tmp_path):
 def test_clean_deletes_only_the_staged_secrets(tmp_path, capsys):
     staging = tmp_path / ".condorlab" / "sessions" / "default"
     staging.mkdir(parents=True)
-    for name in ("session.json", *helper.TLS_FILES, "session.err", "session.log"):
+    for name in (*contract.SECRET_FILES, "session.err", "session.log"):
         (staging / name).write_text("x")
     user = pwd.struct_passwd(("alice", "x", 2001, 2001, "", str(tmp_path), "/bin/sh"))
     helper.clean(user, "default")

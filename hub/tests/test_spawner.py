@@ -93,13 +93,15 @@ def test_the_helper_runs_through_sudo_as_the_user_only(spawner):
         "-u",
         "alice",
         "--",
-        "/usr/local/libexec/condorlab/condorlab-job",
+        "/opt/condorlab/hub/bin/condorlab-job",
         "remove",
         "12",
     ]
     spawner.user = SimpleNamespace(name="-x alice")
     with pytest.raises(ValueError, match="not a Unix user name"):
         spawner.helper_cmd("remove", "12")
+    spawner.user = SimpleNamespace(name="erin.lee")
+    assert spawner.helper_cmd("clean", "default")[3:] == ["erin.lee", "--", spawner.job_helper, "clean", "default"]
 
 
 def test_submit_sends_only_checked_values(spawner):

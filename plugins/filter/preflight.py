@@ -7,8 +7,14 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import sys
+from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
+
+# Local user names follow the hub's user name rule (hub/condorlab/contract.py).
+sys.path.append(str(Path(__file__).resolve().parents[2] / "hub"))
+from condorlab.contract import USER_NAME
 
 DOCUMENTATION = r"""
 name: condorlab_inventory_errors
@@ -122,7 +128,8 @@ def _named_id_errors(var: str, entries: list, id_key: str, kind: str) -> tuple[l
     seen: dict[int, str] = {}
     for index, entry in enumerate(entries or []):
         name, number = entry.get("name"), entry.get(id_key)
-        if not isinstance(name, str) or not UNIX_NAME.fullmatch(name):
+        rule = USER_NAME if kind == "login" else UNIX_NAME
+        if not isinstance(name, str) or not rule.fullmatch(name):
             errors.append(f"{var}[{index}].name is {name!r}; use a lower-case Unix {kind} name")
         elif name in names:
             errors.append(f"{var}[{index}].name {name!r} is listed twice; keep one entry")

@@ -8,8 +8,18 @@ changes."""
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
+
+# The session contract of the hub package (hub/condorlab/contract.py): the
+# same memory units, user name rule and job attribute names as the hub and the
+# job helper use.
+_HUB = str(Path(__file__).resolve().parents[2] / "hub")
+if _HUB not in sys.path:
+    sys.path.append(_HUB)
+from condorlab import contract  # noqa: E402
 
 DOCUMENTATION = r"""
 name: condorlab_user_groups
@@ -29,6 +39,9 @@ description:
     C(GROUP_ACCEPT_SURPLUS_*) knobs.
   - C(condorlab_user_groups_errors) lists what is wrong with the user groups,
     each message naming the group, the field, the bad value and the fix.
+  - C(condorlab_contract) gives a fact of the hub's session contract by name
+    (C(job_attrs) - the session jobs' attributes; C(user_groups_file) - where
+    the normalised groups go).
 positional: _input
 options:
   _input:
@@ -54,11 +67,8 @@ GROUP_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 UNIX_GROUP = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\$?$")
 ACCOUNTING_GROUP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-USER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\$?$")
-MEMORY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
 DURATION_PART = re.compile(r"([0-9]+)\s*([dhms])", re.IGNORECASE)
 CLOCK = re.compile(r"^([0-9]+):([0-5][0-9])(?::([0-5][0-9]))?$")
-MEMORY_FACTORS = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 DURATION_FACTORS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 GROUP_KEYS = {"name", "unix_groups", "accounting_group", "quota", "accept_surplus", "profiles"}
 PROFILE_KEYS = {"name", "label", "cpus", "memory", "gpus", "walltime", "requirements"}
@@ -67,16 +77,12 @@ PLACEHOLDERS = re.compile(r"^(changeme|change-me|todo|xxx+|placeholder|example)$
 
 def condorlab_memory_mb(value) -> int:
     """Memory in whole MiB: '2GB' -> 2048, '512M' -> 512, 1024 -> 1024."""
-    if isinstance(value, bool):
-        raise AnsibleFilterError(f"condorlab_memory_mb: {value!r} is not a memory size; write e.g. 2GB or 512MB")
-    if isinstance(value, (int, float)):
-        number, unit = float(value), ""
-    elif isinstance(value, str) and MEMORY.match(value):
-        match = MEMORY.match(value)
-        number, unit = float(match.group(1)), match.group(2).upper()
-    else:
-        raise AnsibleFilterError(f"condorlab_memory_mb: {value!r} is not a memory size; write e.g. 2GB or 512MB")
-    megabytes = round(number * MEMORY_FACTORS[unit])
+    try:
+        megabytes = contract.memory_mb(value)
+    except contract.ContractError:
+        raise AnsibleFilterError(
+            f"condorlab_memory_mb: {value!r} is not a memory size; write e.g. 2GB or 512MB"
+        ) from None
     if megabytes < 1:
         raise AnsibleFilterError(f"condorlab_memory_mb: {value!r} is less than 1 MB")
     return megabytes
@@ -182,10 +188,11 @@ def condorlab_accounting_map_lines(groups, members, passwd=None) -> list[str]:
     for group in condorlab_profiles(groups):
         for unix_group in group["unix_groups"]:
             for user in _members(members.get(unix_group), passwd or {}):
-                if not isinstance(user, str) or not USER_NAME.match(user):
+                if not contract.is_user_name(user):
                     raise AnsibleFilterError(
                         f"condorlab_accounting_map_lines: member {user!r} of Unix group {unix_group} "
-                        "is not a Unix user name"
+                        f"is not a Unix user name condorlab accepts ({contract.USER_NAME_RULE}); "
+                        "rename the account or take it out of the group"
                     )
                 accounting = allowed.setdefault(user, [])
                 if group["accounting_group"] not in accounting:
@@ -359,6 +366,14 @@ def condorlab_user_groups_errors(groups, node_size=None) -> list[str]:
     return problems
 
 
+def condorlab_contract(name: str):
+    """A fact of the session contract, for roles: 'job_attrs' or 'user_groups_file'."""
+    facts = {"job_attrs": contract.ATTRS.names(), "user_groups_file": contract.USER_GROUPS_FILE}
+    if name not in facts:
+        raise AnsibleFilterError(f"condorlab_contract: {name!r} is not one of {sorted(facts)}")
+    return facts[name]
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -368,4 +383,5 @@ class FilterModule:
             "condorlab_accounting_map_lines": condorlab_accounting_map_lines,
             "condorlab_group_quota_knobs": condorlab_group_quota_knobs,
             "condorlab_user_groups_errors": condorlab_user_groups_errors,
+            "condorlab_contract": condorlab_contract,
         }

@@ -185,8 +185,24 @@ def test_malformed_user_groups_are_refused_with_the_field_and_the_fix(case, grou
     assert any(message in problem for problem in problems), problems
 
 
-def test_there_are_at_least_twenty_distinct_malformed_inventories():
-    assert len({case for case, _, _ in MALFORMED}) >= 20
+def test_every_field_the_filter_knows_is_checked():
+    """A field added to GROUP_KEYS or PROFILE_KEYS needs a check whose message names it."""
+    named = " ".join(p for _, groups, _ in MALFORMED for p in ug.condorlab_user_groups_errors(groups, NODE))
+    unchecked = sorted(key for key in ug.GROUP_KEYS | ug.PROFILE_KEYS if key not in named)
+    assert unchecked == []
+
+
+def test_the_contract_s_facts_reach_the_roles():
+    assert ug.condorlab_contract("job_attrs")[:2] == ["CondorlabSession", "CondorlabServer"]
+    assert ug.condorlab_contract("user_groups_file") == "/etc/condorlab/user-groups.json"
+    with pytest.raises(AnsibleFilterError, match="not one of"):
+        ug.condorlab_contract("secrets")
+
+
+def test_the_map_uses_the_hub_s_user_name_rule():
+    assert ug.condorlab_accounting_map_lines(GOOD, {"physics": ["erin.lee"]}) == ["* erin.lee group_physics"]
+    with pytest.raises(AnsibleFilterError, match="lower-case letters"):
+        ug.condorlab_accounting_map_lines(GOOD, {"physics": ["Erin"]})
 
 
 def test_conversions_refuse_malformed_groups():
