@@ -16,19 +16,17 @@ export CONDORLAB_PIP_CACHE ?= $(HOME)/.cache/condorlab-pip
 HOST_PACKAGES := podman runc debootstrap python3 python3-venv chromium chromium-driver
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps host-packages root image demo status bench test lint unit molecule clean
+.PHONY: help deps venv host-packages root image demo status bench test lint unit molecule clean
 
-help:
-	@echo "make demo    build the test bed, deploy site.yml into it and show what runs"
-	@echo "make test    lint, unit tests, then the molecule scenario (needs root)"
-	@echo "make bench   time session start and stop on the demo (median of 5)"
-	@echo "make clean   remove the demo containers and any molecule leftovers"
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
 
 root:
 	@[ "$$(id -u)" -eq 0 ] || { echo "condorlab: this target needs root (rootful podman, debootstrap); run it with sudo" >&2; exit 1; }
 
-# System packages (Debian) and the pinned Python tools in $(VENV).
-deps: root host-packages $(STAMP)
+deps: root host-packages $(STAMP) ## install the test bed's Debian packages (root) and the Python tools in .venv
+
+venv: $(STAMP) ## the pinned Python tools in .venv only (no root): enough for lint and unit
 
 host-packages: root
 	@missing=""; for p in $(HOST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -38,43 +36,45 @@ host-packages: root
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(STAMP): requirements-dev.txt | host-packages
+# The Python tools need python3 with venv only; no root, no container engine.
+$(STAMP): requirements-dev.txt
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "condorlab: $(PYTHON) cannot make a venv; install python3-venv (sudo apt-get install python3-venv)" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	@touch $@
 
-image: deps
+image: deps ## build the test bed's container image (root)
 	@testbed/build-image.sh
 
-demo: deps
+demo: deps ## build the test bed, deploy site.yml into it and show what runs (root)
 	@testbed/demo.sh up
 
-status: root
+status: root ## show the demo's hosts and services (root)
 	@testbed/demo.sh status
 
 # Session start/stop times on the demo test bed (make demo first).
-bench: root
+bench: root ## time session start and stop on the demo, median of 5 (root, make demo first)
 	@testbed/bench-session-start.sh 5 alice
 
-lint: $(STAMP)
+lint: $(STAMP) ## yamllint, ansible-lint, ruff (no root, no podman)
 	yamllint --strict .
 	ansible-lint --offline
-	ruff check plugins tests molecule hub roles/jupyterhub/files/condorlab-job
-	ruff format --check plugins tests molecule hub roles/jupyterhub/files/condorlab-job
+	ruff check plugins tests molecule hub
+	ruff format --check plugins tests molecule hub
 
 # Two runs: the plugins' tests load Ansible's module machinery, the hub
 # package's tests load JupyterHub; they do not share an interpreter.
-unit: $(STAMP)
+unit: $(STAMP) ## unit tests of the plugins and the hub package (no root, no podman)
 	python -m pytest -q -p no:cacheprovider tests/unit
 	python -m pytest -q -p no:cacheprovider hub/tests
 
-molecule: deps
+molecule: deps ## the molecule scenario: the whole site in containers (root)
 	mkdir -p $(CONDORLAB_PIP_CACHE)
 	image=$$(testbed/build-image.sh) && CONDORLAB_IMAGE=$$image molecule test --scenario-name default
 
-test: lint unit molecule
+test: lint unit molecule ## lint, unit tests, then the molecule scenario (root)
 
-clean: root
+clean: root ## remove the demo containers and any molecule leftovers (root)
 	@testbed/demo.sh down
 	@-CONDORLAB_IMAGE=$$(testbed/build-image.sh --name) $(VENV)/bin/molecule destroy --scenario-name default >/dev/null 2>&1 || true

@@ -20,10 +20,16 @@ HUB = os.environ.get("CONDORLAB_HUB", "https://hub.localhost:8443")
 HUB_HOST = urllib.parse.urlsplit(HUB)
 
 
-def url_of(path: str) -> str:
+def url_of(path: str, origins: dict | None = None) -> str:
+    """The URL of a path: a lab's (/user/NAME/...) on its user's origin, the hub's on the hub's.
+
+    JupyterHub encodes names that are not a DNS label (erin.lee -> u-erinlee--<hash>);
+    origins holds what the hub's API said a user's server URL is.
+    """
     parts = path.split("/")
     if len(parts) > 2 and parts[1] == "user" and parts[2]:
-        return f"{HUB_HOST.scheme}://{parts[2]}.{HUB_HOST.netloc}{path}"
+        origin = (origins or {}).get(parts[2]) or f"{HUB_HOST.scheme}://{parts[2]}.{HUB_HOST.netloc}"
+        return origin + path
     return HUB + path
 
 
@@ -40,6 +46,14 @@ class Client:
             urllib.request.HTTPCookieProcessor(self.jar), urllib.request.HTTPSHandler(context=context)
         )
         self.password = password
+        self.origins: dict[str, str] = {}
+
+    def learn_origin(self, model: dict) -> None:
+        """Take a user's lab origin from the server URL in the hub's user model."""
+        url = ((model.get("servers") or {}).get("") or {}).get("url", "")
+        if url.startswith("https://"):
+            parts = urllib.parse.urlsplit(url)
+            self.origins[model["name"]] = f"{parts.scheme}://{parts.netloc}"
 
     def xsrf(self, path: str = "/hub/") -> str:
         """The _xsrf cookie the hub or the user's server set for this path."""
@@ -58,7 +72,7 @@ class Client:
             headers["Content-Type"] = "application/json"
         if self.xsrf(path):
             headers["X-XSRFToken"] = self.xsrf(path)
-        req = urllib.request.Request(url_of(path), data=data, headers=headers, method=method)
+        req = urllib.request.Request(url_of(path, self.origins), data=data, headers=headers, method=method)
         try:
             with self.opener.open(req, timeout=30) as resp:
                 return resp.status, resp.geturl(), resp.read().decode(errors="replace")
@@ -84,6 +98,7 @@ class Client:
             server = (model.get("servers") or {}).get("", {})
             if server.get("ready"):
                 result["ready_after"] = time.monotonic() - t0
+                self.learn_origin(model)
                 result["server"] = server
                 return result
             if not model.get("pending") and not server:
@@ -122,6 +137,9 @@ def main() -> None:
         # GET a path (e.g. /user/alice/api/status) after opening that lab's page, as a browser
         # does: the OAuth redirects give the client the server's cookie.
         if args[0].startswith("/user/"):
+            _, _, text = client.request("GET", f"/hub/api/users/{args[0].split('/')[2]}")
+            if text.startswith("{"):
+                client.learn_origin(json.loads(text))
             client.request("GET", args[0].split("/api/")[0] + "/lab")
         status, url, text = client.request("GET", args[0])
         out.update({"status": status, "url": url, "text": text[:100000]})

@@ -124,10 +124,10 @@ def test_the_hub_runs_unprivileged(hub):
 @pytest.mark.parametrize(
     "command",
     [
-        "sudo -n -u root /usr/local/libexec/condorlab/condorlab-job remove 1",
+        "sudo -n -u root /opt/condorlab/hub/bin/condorlab-job remove 1",
         "sudo -n -u alice /bin/sh -c id",
         "sudo -n -u alice /usr/bin/condor_submit /dev/null",
-        "sudo -n -u jupyterhub-proxy /usr/local/libexec/condorlab/condorlab-job remove 1",
+        "sudo -n -u jupyterhub-proxy /opt/condorlab/hub/bin/condorlab-job remove 1",
     ],
 )
 def test_sudo_refuses_anything_but_the_job_helper_as_allowed_users(hub, command):
@@ -137,7 +137,51 @@ def test_sudo_refuses_anything_but_the_job_helper_as_allowed_users(hub, command)
 
 
 def test_sudo_allows_the_job_helper_as_an_allowed_user(hub):
-    result = hub.run(
-        "runuser -u jupyterhub -- sudo -n -u alice /usr/local/libexec/condorlab/condorlab-job remove 999999"
-    )
+    result = hub.run("runuser -u jupyterhub -- sudo -n -u alice /opt/condorlab/hub/bin/condorlab-job remove 999999")
     assert result.rc == 0, result.stderr
+
+
+def test_the_venv_and_the_job_helper_are_the_root_s_alone(hub):
+    """Neither the hub account nor a user can change the code the helper runs as users."""
+    for account in ("jupyterhub", "alice"):
+        writable = hub.run(f"runuser -u {account} -- find /opt/condorlab/hub /etc/condorlab -writable -print -quit")
+        assert writable.rc == 0 and writable.stdout.strip() == "", (account, writable.stdout)
+        site = hub.check_output(
+            "/opt/condorlab/hub/bin/python3 -c 'import condorlab, os; print(os.path.dirname(condorlab.__file__))'"
+        )
+        touched = hub.run(f"runuser -u {account} -- touch {site}/evil.py /opt/condorlab/hub/bin/condorlab-job")
+        assert touched.rc != 0 and "Permission denied" in touched.stderr
+    assert hub.file("/opt/condorlab/hub/bin/condorlab-job").user == "root"
+    assert hub.file("/opt/condorlab/hub/bin/condorlab-job").content_string.startswith(
+        "#!/opt/condorlab/hub/bin/python3 -I"
+    )
+
+
+EVIL = "import os; open('/tmp/condorlab-evil-ran', 'w').write(str(os.getuid()))"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        # The hub account passing Python variables through sudo: sudo refuses to set them ...
+        "runuser -u jupyterhub -- sudo -n -u alice PYTHONPATH=/tmp/evil /opt/condorlab/hub/bin/condorlab-job clean default",
+        # ... and drops them from the environment it was started with.
+        "runuser -u jupyterhub -- env PYTHONPATH=/tmp/evil PYTHONSTARTUP=/tmp/evil/sitecustomize.py "
+        "sudo -n -u alice /opt/condorlab/hub/bin/condorlab-job clean default",
+        # A user running the helper with them: it runs isolated (-I) and ignores them.
+        "runuser -u alice -- env PYTHONPATH=/tmp/evil PYTHONSTARTUP=/tmp/evil/sitecustomize.py PYTHONINSPECT=1 "
+        "/opt/condorlab/hub/bin/condorlab-job clean default",
+    ],
+    ids=["sudo-setenv", "inherited", "user-runs-it"],
+)
+def test_the_job_helper_ignores_python_variables(hub, command):
+    hub.check_output(f'rm -f /tmp/condorlab-evil-ran; mkdir -p /tmp/evil; echo "{EVIL}" > /tmp/evil/sitecustomize.py')
+    hub.check_output("cp /tmp/evil/sitecustomize.py /tmp/evil/json.py; chmod -R a+rX /tmp/evil")
+    result = hub.run(command + " < /dev/null")
+    assert not hub.file("/tmp/condorlab-evil-ran").exists, (command, result.stdout, result.stderr)
+    control = hub.run("runuser -u alice -- env PYTHONPATH=/tmp/evil /opt/condorlab/hub/bin/python3 -c pass")
+    assert control.rc == 0 and hub.file("/tmp/condorlab-evil-ran").exists, "the trap catches a Python not isolated"
+    if "PYTHONPATH=/tmp/evil /opt" in command:
+        assert result.rc != 0 and "not allowed to set" in result.stderr, result.stderr
+    else:
+        assert result.rc == 0 and '"cleaned": "default"' in result.stdout, result.stderr

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import time
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import hub_client, run_playbook, set_passwords, wait_for
@@ -114,6 +115,29 @@ def test_the_accounting_report_playbook_fetches_a_csv(tmp_path):
     (report,) = tmp_path.glob("condorlab-accounting-hub-*.csv")
     rows = list(csv.DictReader(report.open()))
     assert any(r["group"] == "group_astro" and r["user"] == "carol" for r in rows)
+
+
+def test_a_user_whose_name_has_a_dot_starts_and_reaches_a_session(hub, outsider):
+    """erin.lee: accepted by the map, the spawner and the job helper alike (contract.USER_NAME)."""
+    assert "* erin.lee group_physics" in hub.file("/etc/condor/condorlab-accounting.map").content_string
+    client = hub_client(outsider, hub, set_passwords(hub, ["erin.lee"]))
+    started = client("start", "erin.lee", "180")
+    assert "ready_after" in started, started
+    try:
+        ad = session_ad(hub, "erin.lee")
+        assert ad["AccountingGroup"] == "group_physics.erin.lee" and ad["CondorlabGroup"] == "physics"
+        # Her lab's origin: JupyterHub encodes a name that is not a DNS label. The outsider
+        # resolves it as a site's wildcard DNS entry would.
+        host = urlsplit(started["server"]["url"]).hostname
+        assert host.endswith(".hub.localhost") and host != "erin.lee.hub.localhost", host
+        address = outsider.check_output("getent hosts hub.localhost | awk '{print $1}'")
+        outsider.check_output(f"grep -q ' {host}$' /etc/hosts || echo '{address} {host}' >> /etc/hosts")
+        status = client("get", "erin.lee", "/user/erin.lee/api/status")
+        assert status["status"] == 200 and "last_activity" in status["text"], status
+    finally:
+        stopped = client("stop", "erin.lee")
+    assert "stopped_after" in stopped, stopped
+    assert not hub.file("/home/erin.lee/.condorlab/sessions/default/session.json").exists, "secrets cleaned"
 
 
 # ---- a third group, added by an inventory edit only --------------------------------

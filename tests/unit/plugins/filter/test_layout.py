@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible.errors import AnsibleFilterError
+
+layout = sys.modules["condorlab_filter_layout"]
+SITE = yaml.safe_load((Path(__file__).resolve().parents[4] / "playbooks" / "vars" / "layout.yml").read_text())
+
+
+def test_the_site_layout_puts_each_role_on_its_groups():
+    site = SITE["condorlab_layout"]
+    assert layout.condorlab_roles_on(site, ["condor_execute"]) == [
+        "local_users",
+        "ca_trust",
+        "firewall",
+        "htcondor",
+        "singleuser",
+    ]
+    assert "jupyterhub" in layout.condorlab_roles_on(site, ["jupyterhub"])
+    assert "singleuser" not in layout.condorlab_roles_on(site, ["jupyterhub", "condor_central_manager"])
+    assert layout.condorlab_roles_on(site, ["outsider"]) == []
+
+
+def test_a_layout_that_is_not_role_to_groups_is_refused():
+    with pytest.raises(AnsibleFilterError, match="lists of inventory groups"):
+        layout.condorlab_roles_on({"htcondor": "condor_execute"}, ["condor_execute"])
