@@ -250,6 +250,25 @@ def session_values(group: dict, profile: dict, cpus: int, memory: int) -> dict:
     }
 
 
+# The hub's submit request to the job helper (JSON on its standard input).
+REQUEST_FIELDS = ("server", "group", "profile", "request_cpus", "request_memory_mb", "env", "files")
+
+
+def submit_request(key: str, env: dict, session: dict, files: dict | None = None) -> dict:
+    """The submit request for a checked session: names and numbers only; the helper looks up the rest."""
+    request = {
+        "server": key,
+        "env": env,
+        "group": session["group"],
+        "profile": session["profile"],
+        "request_cpus": session["request_cpus"],
+        "request_memory_mb": session["request_memory_mb"],
+    }
+    if files:
+        request["files"] = files
+    return request
+
+
 def resolve(user_groups: list[dict], unix_groups: set[str], group_name, profile_name, cpus, memory) -> dict:
     """The checked session of a request; cpus and memory may be None (the profile's)."""
     group, profile = find_profile(user_groups, unix_groups, group_name, profile_name)

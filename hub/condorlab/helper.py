@@ -38,9 +38,6 @@ import sys
 from . import contract
 from .contract import ATTRS, ContractError
 
-REQUEST_FIELDS = {"server", "group", "profile", "request_cpus", "request_memory_mb", "env", "files"}
-
-
 class RequestError(Exception):
     """The request is not one the helper accepts."""
 
@@ -59,7 +56,7 @@ def check_request(request, user_groups: list[dict], unix_groups: set) -> dict:
     """Return the checked values of a submit request, or raise RequestError."""
     if not isinstance(request, dict):
         raise RequestError("the request must be a JSON object")
-    unknown = set(request) - REQUEST_FIELDS
+    unknown = set(request) - set(contract.REQUEST_FIELDS)
     if unknown:
         raise RequestError(f"unknown request fields: {', '.join(sorted(unknown))}")
     try:

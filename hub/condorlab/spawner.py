@@ -322,16 +322,8 @@ class CondorlabSpawner(CondorSpawner):
         key = self.server_key  # refuses a server name outside the contract
         if not self.session:
             self.check_options(self, self.user_options)
-        request = {
-            "server": key,
-            "env": {k: str(v) for k, v in self.get_env().items()},
-            "group": self.session["group"],
-            "profile": self.session["profile"],
-            "request_cpus": self.session["request_cpus"],
-            "request_memory_mb": self.session["request_memory_mb"],
-        }
-        if self.tls_files:
-            request["files"] = self.tls_files
+        env = {k: str(v) for k, v in self.get_env().items()}
+        request = contract.submit_request(key, env, self.session, self.tls_files)
         try:
             reply = await self.run_helper("submit", stdin=json.dumps(request))
         finally:
