@@ -38,6 +38,7 @@ import sys
 from . import contract
 from .contract import ATTRS, ContractError
 
+
 class RequestError(Exception):
     """The request is not one the helper accepts."""
 
