@@ -55,6 +55,16 @@ def test_check_mode_on_the_converged_site_reports_no_change():
             '"profiles": [{"name": "huge", "cpus": 64, "memory": "1GB", "walltime": "1h"}]}]}',
             "cpus is 64 but an execute node has 2",
         ),
+        # The site-level variables' argument spec (roles/preflight/meta/argument_specs.yml).
+        (
+            '{"condorlab_execute_node_size": {"cpus": "many", "memory": "2GB"}}',
+            "argument 'cpus' is of type str found in 'condorlab_execute_node_size'",
+        ),
+        (
+            '{"condorlab_user_groups": [{"name": "physics", "unix_groups": ["physics"], '
+            '"profiles": [{"name": "s", "cpus": 1, "memory": "1GB", "walltime": "1h", "cores": 2}]}]}',
+            "condorlab_user_groups.profiles.cores",
+        ),
     ],
 )
 def test_bad_settings_stop_before_any_host_changes(extra_vars, message, cm):
