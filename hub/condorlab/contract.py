@@ -226,7 +226,9 @@ def check_memory(value, profile: dict, where: str, field: str = "memory") -> int
         value = memory_mb(value, field)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ContractError(f"{field} {str(value)[:20]!r} is not a size in MB")
-    if not 1 <= value <= profile["memory_mb"]:
+    if value < 1:
+        raise ContractError(f"{field} {value} MB is less than 1 MB; ask for at most {profile['memory_mb']} MB")
+    if value > profile["memory_mb"]:
         raise ContractError(f"{field} {value} MB is above profile {where}'s limit of {profile['memory_mb']} MB")
     return value
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from ansible.errors import AnsibleFilterError
 
 # Local user names follow the hub's user name rule (hub/condorlab/contract.py).
-sys.path.append(str(Path(__file__).resolve().parents[2] / "hub"))
+if str(Path(__file__).resolve().parents[2] / "hub") not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hub"))
 from condorlab.contract import USER_NAME
 
 DOCUMENTATION = r"""

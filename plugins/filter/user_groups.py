@@ -12,13 +12,14 @@ import sys
 from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
+from ansible.utils.display import Display
 
 # The session contract of the hub package (hub/condorlab/contract.py): the
 # same memory units, user name rule and job attribute names as the hub and the
 # job helper use.
 _HUB = str(Path(__file__).resolve().parents[2] / "hub")
 if _HUB not in sys.path:
-    sys.path.append(_HUB)
+    sys.path.insert(0, _HUB)
 from condorlab import contract  # noqa: E402
 
 DOCUMENTATION = r"""
@@ -63,6 +64,9 @@ _value:
   description: An integer, a list of map lines, a dict of knobs, normalised groups, or a list of problems.
 """
 
+# Any name a directory may hold that can go in a map line (no blanks, no separators);
+# only those of contract.USER_NAME get an accounting group.
+DIRECTORY_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\$?$")
 GROUP_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 UNIX_GROUP = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\$?$")
 ACCOUNTING_GROUP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -188,12 +192,18 @@ def condorlab_accounting_map_lines(groups, members, passwd=None) -> list[str]:
     for group in condorlab_profiles(groups):
         for unix_group in group["unix_groups"]:
             for user in _members(members.get(unix_group), passwd or {}):
-                if not contract.is_user_name(user):
+                if not isinstance(user, str) or not DIRECTORY_NAME.match(user):
                     raise AnsibleFilterError(
                         f"condorlab_accounting_map_lines: member {user!r} of Unix group {unix_group} "
-                        f"is not a Unix user name condorlab accepts ({contract.USER_NAME_RULE}); "
-                        "rename the account or take it out of the group"
+                        "is not a Unix user name"
                     )
+                if not contract.is_user_name(user):
+                    # A directory may hold it (Admin, host$); it cannot log in to the hub.
+                    Display().warning(
+                        f"condorlab: {user!r} (Unix group {unix_group}) gets no accounting group: the hub "
+                        f"accepts user names of {contract.USER_NAME_RULE} characters only"
+                    )
+                    continue
                 accounting = allowed.setdefault(user, [])
                 if group["accounting_group"] not in accounting:
                     accounting.append(group["accounting_group"])

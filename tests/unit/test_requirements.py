@@ -10,8 +10,14 @@ import ansible_collections
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-# A module or plugin named by its fully qualified name: namespace.collection.name.
-FQCN = re.compile(r"\b([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)\.[a-z][a-z0-9_]*\b")
+# A module, lookup, filter or test named by its fully qualified name: a task's
+# key, lookup('x.y.z')/query('x.y.z'), "| x.y.z" or "is x.y.z".
+NAME = r"([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)\.[a-z][a-z0-9_]*"
+FQCN = [
+    re.compile(rf"^\s*-?\s*{NAME}:"),
+    re.compile(rf"\b(?:lookup|query)\(\s*['\"]{NAME}['\"]"),
+    re.compile(rf"(?:\||\bis)\s*{NAME}\b"),
+]
 SOURCES = ["roles", "playbooks", "testbed", "molecule", "site.yml"]
 
 
@@ -24,10 +30,8 @@ def used_collections() -> set[str]:
             for line in file.read_text().splitlines():
                 if line.lstrip().startswith("#"):
                     continue
-                for namespace, collection in FQCN.findall(line):
-                    name = f"{namespace}.{collection}"
-                    if (Path(ansible_collections.__path__[0]) / namespace / collection).is_dir():
-                        found.add(name)
+                for pattern in FQCN:
+                    found.update(f"{namespace}.{collection}" for namespace, collection in pattern.findall(line))
     return found - {"ansible.builtin"}
 
 
