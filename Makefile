@@ -16,7 +16,7 @@ export CONDORLAB_PIP_CACHE ?= $(HOME)/.cache/condorlab-pip
 HOST_PACKAGES := podman runc debootstrap python3 python3-venv chromium chromium-driver
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps venv host-packages root image demo status bench test lint unit molecule clean
+.PHONY: help deps venv host-packages root image demo status bench bench-busy test lint unit molecule clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
@@ -56,6 +56,9 @@ status: root ## show the demo's hosts and services (root)
 # Session start/stop times on the demo test bed (make demo first).
 bench: root ## time session start and stop on the demo, median of 5 (root, make demo first)
 	@testbed/bench-session-start.sh 5 alice
+
+bench-busy: root ## session starts on a 100%-busy farm, share on and off: median, p95, preemptions (root, make demo first)
+	@testbed/bench-busy.sh
 
 lint: $(STAMP) ## yamllint, ansible-lint, ruff (no root, no podman)
 	yamllint --strict .

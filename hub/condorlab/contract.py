@@ -70,6 +70,14 @@ class JobAttrs:
 
 ATTRS = JobAttrs()
 
+# The machine attribute that marks a slot of the interactive share (true on the
+# share's partitionable slot and the slots it splits off): the startds set it,
+# the negotiators select by it, the hub counts free share slots by it.
+SHARE_SLOT_ATTR = "CondorlabInteractive"
+# The interactive negotiator's local name on the central manager; the collector
+# lists it as <this>@<central manager>.
+SHARE_NEGOTIATOR = "NEGOTIATOR_INTERACTIVE"
+
 # ---- names -------------------------------------------------------------------
 
 # A Unix user name as the site's directory spells it: lower case (JupyterHub

@@ -108,6 +108,7 @@ def render(config: dict, user: pwd.struct_passwd, checked: dict, shared_dir: str
     directory, name = os.path.split(config["template"])
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(directory),
+        extensions=["jinja2.ext.do"],
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # noqa: S701 - an HTCondor submit description, not HTML
@@ -126,6 +127,8 @@ def render(config: dict, user: pwd.struct_passwd, checked: dict, shared_dir: str
         walltime_grace=int(config.get("walltime_grace", 300)),
         session=checked["session"],
         attrs=ATTRS,
+        interactive_share=bool(config.get("interactive_share")),
+        share_attr=contract.SHARE_SLOT_ATTR,
     )
 
 

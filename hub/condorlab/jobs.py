@@ -1,4 +1,10 @@
-"""One schedd query per poll cycle for all condorlab sessions, shared by every spawner."""
+"""One schedd query and one collector query per poll cycle for all condorlab sessions, shared by every spawner.
+
+The schedd query gives every session job's state (and, for a waiting one, when
+it was queued and why the negotiator last passed it over); the collector query
+gives the interactive share's partitionable slots (what each node has free).
+From these two the pending page says where a session waits and why.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .contract import ATTRS
+from .contract import ATTRS, SHARE_SLOT_ATTR
 
 PROJECTION = [
     "ClusterId",
@@ -23,8 +29,11 @@ PROJECTION = [
     "TransferringOutput",
     "RequestCpus",
     "RequestMemory",
+    "QDate",
+    "LastRejMatchReason",
     ATTRS.server,
 ]
+SHARE_PROJECTION = ["Machine", "Cpus", "Memory", "TotalSlotCpus", "TotalSlotMemory"]
 
 
 class State(Enum):
@@ -57,6 +66,41 @@ class JobInfo:
     transferring: bool = False  # the job is sending its files back
     request_cpus: int | None = None
     request_memory_mb: int | None = None
+    queued_at: int = 0  # QDate
+    rejected: str = ""  # the negotiator's last reason not to match it (LastRejMatchReason)
+
+
+@dataclass(frozen=True)
+class ShareSlot:
+    """One execute node's interactive share (its partitionable slot): what is free, of how much."""
+
+    node: str
+    cpus: int
+    memory_mb: int
+    total_cpus: int
+    total_memory_mb: int
+
+
+@dataclass(frozen=True)
+class ShareView:
+    """The interactive share as the collector last saw it; known False when it could not be read."""
+
+    slots: tuple[ShareSlot, ...] = ()
+    known: bool = False
+
+    @property
+    def total_cpus(self) -> int:
+        return sum(s.total_cpus for s in self.slots)
+
+    @property
+    def free_cpus(self) -> int:
+        return sum(s.cpus for s in self.slots)
+
+    def fits_now(self, cpus: int, memory_mb: int) -> bool:
+        return any(s.cpus >= cpus and s.memory_mb >= memory_mb for s in self.slots)
+
+    def fits_ever(self, cpus: int, memory_mb: int) -> bool:
+        return any(s.total_cpus >= cpus and s.total_memory_mb >= memory_mb for s in self.slots)
 
 
 def _int_or_none(value) -> int | None:
@@ -77,6 +121,17 @@ def host_of(remote_host: str) -> str:
     return remote_host.rsplit("@", 1)[-1] if remote_host else ""
 
 
+def _default_share_query() -> list[dict[str, Any]]:
+    import htcondor
+
+    ads = htcondor.Collector().query(
+        htcondor.AdTypes.Startd,
+        constraint=f"{SHARE_SLOT_ATTR} =?= true && PartitionableSlot =?= true",
+        projection=SHARE_PROJECTION,
+    )
+    return [{k: ad.get(k) for k in SHARE_PROJECTION} for ad in ads]
+
+
 def _default_query() -> list[dict[str, Any]]:
     import htcondor  # the distribution's bindings; imported lazily for tests
 
@@ -93,9 +148,15 @@ class JobStatusCache:
     """
 
     def __init__(
-        self, query: Callable[[], list[dict[str, Any]]] | None = None, max_age: float = 2.0, timeout: float = 30.0
+        self,
+        query: Callable[[], list[dict[str, Any]]] | None = None,
+        max_age: float = 2.0,
+        timeout: float = 30.0,
+        share_query: Callable[[], list[dict[str, Any]]] | None = None,
     ):
         self._query = query or _default_query
+        self._share_query = share_query or (_default_share_query if query is None else (lambda: []))
+        self.share = ShareView()
         self.max_age = max_age
         self.timeout = timeout
         self._jobs: dict[str, JobInfo] = {}
@@ -127,11 +188,47 @@ class JobStatusCache:
                         transferring=bool(ad.get("TransferringOutput")),
                         request_cpus=_int_or_none(ad.get("RequestCpus")),
                         request_memory_mb=_int_or_none(ad.get("RequestMemory")),
+                        queued_at=int(ad.get("QDate") or 0),
+                        rejected=str(ad.get("LastRejMatchReason") or ""),
                     )
                     for ad in ads
                 }
                 self._ok = True
+            try:
+                slots = await asyncio.wait_for(
+                    asyncio.get_running_loop().run_in_executor(None, self._share_query), timeout=self.timeout
+                )
+            except Exception as exc:  # the collector may be restarting; the share is then "not known"
+                self.log.info("collector query for the interactive share failed: %s", exc)
+                self.share = ShareView()
+            else:
+                self.share = ShareView(
+                    tuple(
+                        ShareSlot(
+                            node=str(ad.get("Machine") or "?"),
+                            cpus=int(ad.get("Cpus") or 0),
+                            memory_mb=int(ad.get("Memory") or 0),
+                            total_cpus=int(ad.get("TotalSlotCpus") or ad.get("Cpus") or 0),
+                            total_memory_mb=int(ad.get("TotalSlotMemory") or ad.get("Memory") or 0),
+                        )
+                        for ad in slots
+                    ),
+                    known=True,
+                )
             self._fetched = time.monotonic()
+
+    def waiting_before(self, job_id: str) -> int:
+        """How many session jobs have been waiting longer than this one (its place in the queue)."""
+        if "." not in job_id:
+            job_id = f"{job_id}.0"
+        mine = self._jobs.get(job_id)
+        if mine is None:
+            return 0
+        return sum(
+            1
+            for key, info in self._jobs.items()
+            if key != job_id and info.state == State.IDLE and (info.queued_at, key) < (mine.queued_at, job_id)
+        )
 
     async def get(self, job_id: str, force: bool = False) -> JobInfo:
         await self.refresh(force=force)

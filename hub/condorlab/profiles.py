@@ -44,13 +44,26 @@ def resolve(user_groups: list[dict], unix_groups: set[str], options: dict) -> di
         raise OptionsError(str(exc)) from None
 
 
-def form_html(available: list[tuple[dict, dict]]) -> str:
-    """The options form: the user's profiles, and optional smaller CPU and memory requests."""
+def availability(profile: dict, share) -> str:
+    """Whether a session of this profile could start now, from the share's state ('' when unknown)."""
+    if share is None or not share.slots:
+        return ""
+    cpus, memory = profile["cpus"], profile["memory_mb"]
+    if share.fits_now(cpus, memory):
+        return "starts now"
+    if not share.fits_ever(cpus, memory):
+        return "too large for the interactive share"
+    return "waits: the interactive share is full" + (" (may use a batch slot)" if profile.get("fallback") else "")
+
+
+def form_html(available: list[tuple[dict, dict]], share=None) -> str:
+    """The options form: the user's profiles (with whether each could start now), and optional smaller requests."""
     if not available:
         return "<p>You belong to none of the user groups that may start sessions.</p>"
     options = "\n".join(
         f'<option value="{html.escape(contract.key_of(g, p))}">'
-        f"{html.escape(g['name'])}: {html.escape(p['label'])}</option>"
+        f"{html.escape(g['name'])}: {html.escape(p['label'])}"
+        f"{' — ' + availability(p, share) if availability(p, share) else ''}</option>"
         for g, p in available
     )
     return f"""

@@ -52,6 +52,15 @@ from .jobs import JobInfo, State, shared_cache
 handlers.install()
 
 
+# The negotiator's reasons not to match a job (LastRejMatchReason), as a user reads them.
+REJECTIONS = {
+    "submitter limit exceeded": "your group's quota is in use",
+    "group quota": "your group's quota is in use",
+    "insufficient priority": "users with a better priority go first",
+    "no match found": "no free slot fits it",
+}
+
+
 class StartFailed(web.HTTPError, RuntimeError):
     """A start that failed for a reason the user should read: the API's answer and the progress page show it."""
 
@@ -162,7 +171,13 @@ class CondorlabSpawner(CondorSpawner):
 
     @default("options_form")
     def _options_form_default(self):
-        return lambda spawner: profiles.form_html(contract.choices(spawner.groups(), spawner.unix_groups()))
+        async def form(spawner: CondorlabSpawner) -> str:
+            # The share's state of this cycle: the form says which profiles could start now.
+            await spawner.status_cache.refresh()
+            available = contract.choices(spawner.groups(), spawner.unix_groups())
+            return profiles.form_html(available, spawner.status_cache.share)
+
+        return form
 
     def options_from_form(self, formdata: dict) -> dict:
         options = {}
@@ -463,6 +478,55 @@ class CondorlabSpawner(CondorSpawner):
         self.clear_state()
         return 1
 
+    # ---- what a waiting session waits for -------------------------------
+
+    def pending_message(self) -> str:
+        """Where the session's job waits and why, from this cycle's queue and share views; '' once it runs."""
+        info, job = self.job_info, f"Session job {self.job_id}"
+        if info.state == State.HELD:
+            return f"{job} is held by HTCondor: {info.hold_reason}"
+        if info.state == State.UNKNOWN:
+            return f"{job} is queued; the access point's queue does not answer just now"
+        if info.state != State.IDLE:
+            return ""
+        ahead = self.status_cache.waiting_before(self.job_id)
+        queue = "no session ahead of you" if ahead == 0 else f"{ahead} session{'s' if ahead > 1 else ''} ahead of you"
+        share = self.status_cache.share
+        cpus = int(self.session.get("request_cpus") or 1)
+        memory = int(self.session.get("request_memory_mb") or 1)
+        if share.slots:
+            message = (
+                f"{job} is waiting for a slot in the interactive share: "
+                f"{share.free_cpus} of {share.total_cpus} CPUs free, {queue}"
+            )
+            if not share.fits_ever(cpus, memory):
+                largest = max(share.slots, key=lambda s: (s.total_cpus, s.total_memory_mb))
+                message += (
+                    f". It cannot start there: it asks for {cpus} CPUs and {memory} MB, more than any node's share "
+                    f"({largest.total_cpus} CPUs, {largest.total_memory_mb} MB); choose a smaller profile"
+                )
+            elif not share.fits_now(cpus, memory):
+                message += f". No node has {cpus} CPUs and {memory} MB free in the share now; it starts when one has"
+        else:
+            message = f"{job} is waiting for a slot: {queue}"
+        reason = next((v for k, v in REJECTIONS.items() if k in info.rejected.lower()), info.rejected)
+        if reason:
+            message += f" (last negotiation: {reason})"
+        return message
+
+    async def progress(self):
+        """The pending page's messages: where the job waits and why, each time that changes."""
+        last = ""
+        while True:
+            if self.state_isrunning():
+                yield {"message": f"Session job {self.job_id} runs on {self.job_info.host}; the lab is starting"}
+                return
+            message = self.pending_message() or "Submitting the session job"
+            if message != last:
+                yield {"message": message}
+                last = message
+            await asyncio.sleep(1)
+
     # ---- start and stop --------------------------------------------------
 
     def _failure(self) -> StartFailed:
@@ -488,6 +552,9 @@ class CondorlabSpawner(CondorSpawner):
         # Wait until the job runs and its server reports a port; notice a job
         # that dies or is held on the way instead of waiting for start_timeout.
         # The first look is a fresh query: the shared cache predates the job.
+        # Just before JupyterHub's start_timeout, give up with the reason.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(1, int(self.start_timeout) - 2)
         force = True
         while True:
             status = await self.query_job_status(force=force)
@@ -498,6 +565,10 @@ class CondorlabSpawner(CondorSpawner):
                 raise error
             if status == JobStatus.RUNNING and self.port:
                 break
+            if loop.time() > deadline:
+                why = self.pending_message() or f"Session job {self.job_id} runs but its lab did not report a port"
+                await self._abandon()
+                raise StartFailed(f"The session did not start within {self.start_timeout} s. {why}.")
             await asyncio.sleep(self.startup_poll_interval)
         self.ip = self.state_gethost()
         if not self.host_covered(self.ip):

@@ -136,3 +136,20 @@ def test_clean_deletes_only_the_staged_secrets(tmp_path, capsys):
     assert "session-tls.key" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         helper.clean(user, "../../etc")
+
+
+@pytest.mark.parametrize(
+    ("share", "fallback", "requirements", "rank"),
+    [
+        (False, False, 'requirements = OpSys == "LINUX"', False),
+        (True, False, 'requirements = (TARGET.CondorlabInteractive =?= True) && (OpSys == "LINUX")', True),
+        (True, True, 'requirements = OpSys == "LINUX"', True),
+    ],
+    ids=["no-share", "share-only", "share-or-batch"],
+)
+def test_sessions_ask_for_the_interactive_share(share, fallback, requirements, rank):
+    groups = [{**USER_GROUPS[0], "profiles": [{**USER_GROUPS[0]["profiles"][0], "fallback": fallback}]}]
+    checked = helper.check_request(GOOD, groups, MEMBER)
+    text = helper.render({**CONFIG, "interactive_share": share}, ALICE, checked, shared_dir="")
+    assert f"{requirements}\n" in text
+    assert ("rank = TARGET.CondorlabInteractive =?= True" in text) == rank

@@ -72,3 +72,34 @@ def test_force_refreshes_a_fresh_cache():
 def test_host_of():
     assert host_of("slot1_1@wn1.example.org") == "wn1.example.org"
     assert host_of("") == ""
+
+
+def test_the_queue_place_and_the_share_come_from_one_query_each_per_cycle():
+    queue = [
+        {"ClusterId": c, "ProcId": 0, "JobStatus": s, "QDate": q, "LastRejMatchReason": r}
+        for c, s, q, r in ((7, 1, 100, "no match found"), (8, 1, 90, None), (9, 2, 80, None), (10, 1, 120, None))
+    ]
+    slots = [
+        {"Machine": "wn1", "Cpus": 1, "Memory": 512, "TotalSlotCpus": 4, "TotalSlotMemory": 2048},
+        {"Machine": "wn2", "Cpus": 0, "Memory": 0, "TotalSlotCpus": 4, "TotalSlotMemory": 2048},
+    ]
+    calls = []
+    cache = JobStatusCache(lambda: calls.append("q") or queue, share_query=lambda: calls.append("c") or slots)
+    info = run(cache.get("7"))
+    assert calls == ["q", "c"]
+    assert info.rejected == "no match found" and info.queued_at == 100
+    assert cache.waiting_before("7") == 1, "job 8 waits longer; job 9 runs; job 10 came later"
+    assert cache.waiting_before("10") == 2
+    share = cache.share
+    assert (share.free_cpus, share.total_cpus) == (1, 8)
+    assert share.fits_now(1, 512) and not share.fits_now(2, 512)
+    assert share.fits_ever(4, 2048) and not share.fits_ever(5, 512)
+
+
+def test_a_collector_that_does_not_answer_leaves_the_share_unknown():
+    def broken():
+        raise RuntimeError("collector down")
+
+    cache = JobStatusCache(lambda: [], share_query=broken)
+    run(cache.get("1"))
+    assert not cache.share.known and cache.share.slots == ()

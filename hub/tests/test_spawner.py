@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 from condorlab import handlers, identity
-from condorlab.jobs import JobInfo, State
+from condorlab.jobs import JobInfo, ShareSlot, ShareView, State
 from condorlab.spawner import CondorlabSpawner
 from jupyterhub.apihandlers import default_handlers
 
@@ -14,9 +14,17 @@ from jupyterhub.apihandlers import default_handlers
 class FakeCache:
     """Job states in the order the spawner will see them."""
 
-    def __init__(self, *infos: JobInfo):
+    def __init__(self, *infos: JobInfo, share: ShareView | None = None, ahead: int = 0):
         self.infos = list(infos)
         self.forced = []
+        self.share = share or ShareView()
+        self.ahead = ahead
+
+    async def refresh(self, force=False):
+        pass
+
+    def waiting_before(self, job_id):
+        return self.ahead
 
     async def get(self, job_id, force=False):
         self.forced.append(force)
@@ -279,9 +287,80 @@ def test_a_session_on_a_node_the_certificate_does_not_cover_fails(spawner):
 
 
 def test_the_form_offers_only_the_user_s_groups_profiles(spawner):
-    form = spawner.options_form(spawner)
+    spawner.status_cache = FakeCache(JobInfo(State.GONE))
+    form = run(spawner.get_options_form())
     assert 'value="physics/small"' in form and 'value="physics/big"' in form
     assert "astro" not in form
+    assert "starts now" not in form, "no share known: nothing said about it"
+
+
+SHARE = ShareView((ShareSlot("wn1", 1, 512, 4, 2048), ShareSlot("wn2", 0, 0, 4, 2048)), known=True)
+
+
+def test_the_form_says_which_profiles_could_start_now(spawner):
+    spawner.status_cache = FakeCache(JobInfo(State.GONE), share=SHARE)
+    form = run(spawner.get_options_form())
+    assert "physics: small — starts now</option>" in form
+    assert "physics: big — too large for the interactive share</option>" in form
+    spawner.status_cache.share = ShareView((ShareSlot("wn1", 0, 0, 4, 2048),), known=True)
+    assert "physics: small — waits: the interactive share is full</option>" in run(spawner.get_options_form())
+
+
+def test_the_pending_message_names_the_share_the_place_and_the_reason(spawner):
+    spawner.job_id = "12"
+    spawner.session = {"request_cpus": 1, "request_memory_mb": 512}
+    full = ShareView((ShareSlot("wn1", 0, 0, 4, 2048), ShareSlot("wn2", 0, 100, 4, 2048)), known=True)
+    spawner.status_cache = FakeCache(share=full, ahead=2)
+    spawner.job_info = JobInfo(State.IDLE, rejected="no match found")
+    assert spawner.pending_message() == (
+        "Session job 12 is waiting for a slot in the interactive share: 0 of 8 CPUs free, 2 sessions ahead of you. "
+        "No node has 1 CPUs and 512 MB free in the share now; it starts when one has "
+        "(last negotiation: no free slot fits it)"
+    )
+    spawner.session = {"request_cpus": 8, "request_memory_mb": 512}
+    spawner.status_cache = FakeCache(share=SHARE)
+    spawner.job_info = JobInfo(State.IDLE, rejected="submitter limit exceeded")
+    message = spawner.pending_message()
+    assert "1 of 8 CPUs free, no session ahead of you" in message
+    assert "more than any node's share (4 CPUs, 2048 MB); choose a smaller profile" in message
+    assert message.endswith("(last negotiation: your group's quota is in use)")
+    spawner.job_info = JobInfo(State.HELD, hold_reason="over quota")
+    assert spawner.pending_message() == "Session job 12 is held by HTCondor: over quota"
+    spawner.status_cache = FakeCache()
+    spawner.job_info = JobInfo(State.IDLE)
+    assert spawner.pending_message() == "Session job 12 is waiting for a slot: no session ahead of you"
+
+
+def test_progress_reports_each_change_then_the_running_job(spawner):
+    spawner.job_id = "12"
+    spawner.session = {"request_cpus": 1, "request_memory_mb": 512}
+    spawner.status_cache = FakeCache(share=SHARE, ahead=1)
+    spawner.job_info = JobInfo(State.IDLE)
+
+    async def watch():
+        seen = []
+        async for event in spawner.progress():
+            seen.append(event["message"])
+            if len(seen) == 1:
+                spawner.job_info = JobInfo(State.RUNNING, host="wn1")
+        return seen
+
+    seen = run(asyncio.wait_for(watch(), 5))
+    assert seen[0].startswith("Session job 12 is waiting for a slot in the interactive share: 1 of 8 CPUs free")
+    assert seen[-1] == "Session job 12 runs on wn1; the lab is starting"
+
+
+def test_a_start_that_outlasts_the_timeout_fails_with_the_reason(spawner):
+    spawner.start_timeout = 3
+    spawner.startup_poll_interval = 0.2
+    spawner.status_cache = FakeCache(JobInfo(State.IDLE), share=SHARE, ahead=3)
+    with pytest.raises(RuntimeError) as failed:
+        run(spawner.start())
+    assert "did not start within 3 s. Session job 12 is waiting for a slot in the interactive share" in str(
+        failed.value
+    )
+    assert "3 sessions ahead of you" in str(failed.value)
+    assert [c[0][0] for c in spawner.calls] == ["submit", "remove", "clean"]
 
 
 def test_form_data_becomes_options(spawner):

@@ -41,8 +41,9 @@ description:
   - C(condorlab_user_groups_errors) lists what is wrong with the user groups,
     each message naming the group, the field, the bad value and the fix.
   - C(condorlab_contract) gives a fact of the hub's session contract by name
-    (C(job_attrs) - the session jobs' attributes; C(user_groups_file) - where
-    the normalised groups go).
+    (C(job_attrs), C(session_attr) - the session jobs' attributes;
+    C(user_groups_file) - where the normalised groups go; C(share_slot_attr),
+    C(share_negotiator) - the interactive share's slot attribute and negotiator).
 positional: _input
 options:
   _input:
@@ -75,7 +76,7 @@ DURATION_PART = re.compile(r"([0-9]+)\s*([dhms])", re.IGNORECASE)
 CLOCK = re.compile(r"^([0-9]+):([0-5][0-9])(?::([0-5][0-9]))?$")
 DURATION_FACTORS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 GROUP_KEYS = {"name", "unix_groups", "accounting_group", "quota", "accept_surplus", "profiles"}
-PROFILE_KEYS = {"name", "label", "cpus", "memory", "gpus", "walltime", "requirements"}
+PROFILE_KEYS = {"name", "label", "cpus", "memory", "gpus", "walltime", "requirements", "fallback"}
 PLACEHOLDERS = re.compile(r"^(changeme|change-me|todo|xxx+|placeholder|example)$", re.IGNORECASE)
 
 
@@ -153,6 +154,7 @@ def condorlab_profiles(groups) -> list[dict]:
                     "gpus": int(profile.get("gpus") or 0),
                     "walltime": seconds,
                     "requirements": profile.get("requirements") or "",
+                    "fallback": bool(profile.get("fallback", False)),
                 }
             )
         result.append(
@@ -281,6 +283,11 @@ def _profile_errors(where: str, profile, seen: set, node: dict) -> list[str]:
     requirements = profile.get("requirements", "")
     if not isinstance(requirements, str) or "\n" in requirements or "\r" in requirements:
         problems.append(f"{where}: requirements must be one line of ClassAd expression, not {requirements!r}")
+    if not isinstance(profile.get("fallback", False), bool):
+        problems.append(
+            f"{where}: fallback is {profile['fallback']!r}; give true (may start in an ordinary batch slot when "
+            "the interactive share is full) or false"
+        )
     label = profile.get("label", "")
     if not isinstance(label, str) or len(label) > 120 or "<" in label or ">" in label:
         problems.append(f"{where}: label must be text of at most 120 characters without < or >, not {label!r}")
@@ -377,8 +384,14 @@ def condorlab_user_groups_errors(groups, node_size=None) -> list[str]:
 
 
 def condorlab_contract(name: str):
-    """A fact of the session contract, for roles: 'job_attrs' or 'user_groups_file'."""
-    facts = {"job_attrs": contract.ATTRS.names(), "user_groups_file": contract.USER_GROUPS_FILE}
+    """A fact of the session contract, for roles (see DOCUMENTATION)."""
+    facts = {
+        "job_attrs": contract.ATTRS.names(),
+        "user_groups_file": contract.USER_GROUPS_FILE,
+        "share_slot_attr": contract.SHARE_SLOT_ATTR,
+        "share_negotiator": contract.SHARE_NEGOTIATOR,
+        "session_attr": contract.ATTRS.session,
+    }
     if name not in facts:
         raise AnsibleFilterError(f"condorlab_contract: {name!r} is not one of {sorted(facts)}")
     return facts[name]

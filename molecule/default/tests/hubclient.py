@@ -110,6 +110,29 @@ class Client:
         result["timeout"] = True
         return result
 
+    def progress(self, seconds: float, options: dict | None = None) -> dict:
+        """Ask for a session and read the pending page's event stream for a while, as the page does."""
+        status, _, text = self.request("POST", f"/hub/api/users/{self.user}/server", body=options or {})
+        result = {"start_status": status, "start_text": text[:500], "messages": []}
+        if status >= 400:
+            return result
+        req = urllib.request.Request(url_of(f"/hub/api/users/{self.user}/server/progress"))
+        deadline = time.monotonic() + seconds
+        try:
+            with self.opener.open(req, timeout=seconds) as resp:
+                while time.monotonic() < deadline:
+                    line = resp.readline().decode(errors="replace").strip()
+                    if not line:
+                        continue
+                    if line.startswith("data:"):
+                        event = json.loads(line[5:])
+                        result["messages"].append(event.get("message", ""))
+                        if event.get("ready") or event.get("failed"):
+                            break
+        except (TimeoutError, OSError) as exc:
+            result["stream_end"] = str(exc)
+        return result
+
     def stop(self) -> dict:
         t0 = time.monotonic()
         status, _, text = self.request("DELETE", f"/hub/api/users/{self.user}/server")
@@ -133,6 +156,9 @@ def main() -> None:
         out.update(client.start(float(args[0]) if args else 180, options))
     elif command == "stop":
         out.update(client.stop())
+    elif command == "progress":
+        options = json.loads(args[1]) if len(args) > 1 else None
+        out.update(client.progress(float(args[0]), options))
     elif command == "get":
         # GET a path (e.g. /user/alice/api/status) after opening that lab's page, as a browser
         # does: the OAuth redirects give the client the server's cookie.

@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import time
 
 import pytest
@@ -313,36 +312,6 @@ async function attempt(name, url, init) {
   done(JSON.stringify(attempts));
 })();
 """
-
-
-@pytest.fixture
-def chromium(hub):
-    """Headless Chromium on this machine, reaching the test bed's hub by its public names."""
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.fail("Debian's chromium and chromium-driver are needed (make deps installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    address = hub.check_output("hostname -I").split()[0]
-    spki = hub.check_output(
-        "openssl x509 -in /etc/condorlab/public-tls/server.crt -pubkey -noout | openssl pkey -pubin -outform der "
-        "| openssl dgst -sha256 -binary | base64"
-    )
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        f"--host-resolver-rules=MAP hub.localhost {address}, MAP *.hub.localhost {address}",
-        # Trust exactly the test bed's public key, nothing else.
-        f"--ignore-certificate-errors-spki-list={spki}",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.set_script_timeout(30)
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture

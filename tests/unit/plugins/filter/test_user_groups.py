@@ -72,6 +72,7 @@ def test_profiles_are_normalised():
         "gpus": 0,
         "walltime": 3600,
         "requirements": "",
+        "fallback": False,
     }
     assert physics["profiles"][1]["label"] == "Two CPUs" and physics["profiles"][1]["walltime"] == 9000
     assert astro["unix_groups"] == ["astro", "astro-guests"] and astro["profiles"][0]["walltime"] == 1800
@@ -171,6 +172,7 @@ MALFORMED = [
         broken("1.profiles.0.requirements", "true\nqueue 100"),
         "requirements must be one line",
     ),
+    ("fallback-not-a-bool", broken("0.profiles.0.fallback", "yes"), "fallback is 'yes'"),
     ("html-in-label", broken("0.profiles.1.label", "<script>"), "label must be text"),
     ("too-many-cpus-for-the-nodes", broken("0.profiles.1.cpus", 64), "cpus is 64 but an execute node has 2"),
     ("too-much-memory-for-the-nodes", broken("0.profiles.1.memory", "64GB"), "memory is 64GB but an execute node"),

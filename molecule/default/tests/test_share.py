@@ -1,0 +1,152 @@
+"""The interactive share: sessions start while every batch slot is busy, batch jobs never enter the share,
+a session takes a batch slot only when its profile allows it, and the pending page says where it waits."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from conftest import wait_for
+
+SHARE = "CondorlabInteractive =?= true"
+HUB_URL = "https://hub.localhost:8443"
+
+
+def jobs(hub, constraint: str) -> list[dict]:
+    out = hub.check_output(
+        f"condor_q -all -json -constraint '{constraint}' -attributes ClusterId,ProcId,Owner,JobStatus,RemoteHost"
+    )
+    return json.loads(out) if out.strip() else []
+
+
+def slot_is_share(cm, remote_host: str) -> bool:
+    out = cm.check_output(f"condor_status '{remote_host}' -af CondorlabInteractive")
+    return out.strip().lower() == "true"
+
+
+def submit(hub, user: str, *args: str, count: int = 1) -> str:
+    """Submit sleeping jobs as a user; return the cluster id."""
+    command = " ".join(f"-a '{a}'" for a in args)
+    out = hub.check_output(
+        f"cd /tmp && runuser -u {user} -- condor_submit -terse -a 'executable = /bin/sleep' "
+        f"-a 'transfer_executable = false' -a 'should_transfer_files = NO' {command} -a 'queue {count}' /dev/null"
+    )
+    return out.split(".")[0]
+
+
+def test_the_execute_nodes_offer_a_share_beside_the_batch_slot(cm):
+    slots = json.loads(
+        cm.check_output(
+            "condor_status -json -constraint 'PartitionableSlot' -attributes Machine,TotalSlotCpus,CondorlabInteractive"
+        )
+    )
+    share = sorted((s["Machine"], s["TotalSlotCpus"]) for s in slots if s.get("CondorlabInteractive"))
+    batch = sorted(s["Machine"] for s in slots if not s.get("CondorlabInteractive"))
+    assert [cpus for _, cpus in share] == [4, 4], "one core kept per node, offered as 4 session CPUs"
+    assert len(batch) == 2
+    negotiators = cm.check_output("condor_status -negotiator -af Name").split()
+    assert any(n.startswith("NEGOTIATOR_INTERACTIVE@") for n in negotiators) and len(negotiators) == 2
+
+
+@pytest.fixture(scope="module")
+def batch_busy(hub):
+    """Every batch slot of the bed busy with bob's ordinary batch jobs, and more of them waiting."""
+    cluster = submit(hub, "bob", "arguments = 3600", "request_cpus = 1", "request_memory = 64", count=3)
+    assert wait_for(lambda: len(jobs(hub, 'Owner == "bob" && JobStatus == 2 && CondorlabSession =!= true')) >= 2, 150)
+    yield cluster
+    hub.run(f"condor_rm {cluster}")
+
+
+def test_a_session_starts_in_the_share_while_every_batch_slot_is_busy(batch_busy, browser, hub, cm):
+    started = browser("start", "alice", "120")
+    try:
+        assert "ready_after" in started, started
+        (job,) = jobs(hub, 'Owner == "alice" && CondorlabSession =?= true')
+        assert slot_is_share(cm, job["RemoteHost"]), job
+    finally:
+        browser("stop", "alice")
+
+
+def test_batch_jobs_never_take_the_share(batch_busy, hub, cm):
+    # Three batch jobs for two batch slots: the third waits although the share has room.
+    running = jobs(hub, 'Owner == "bob" && CondorlabSession =!= true && JobStatus == 2')
+    assert len(running) == 2 and not any(slot_is_share(cm, j["RemoteHost"]) for j in running)
+    assert len(jobs(hub, 'Owner == "bob" && CondorlabSession =!= true && JobStatus == 1')) == 1
+    free = sum(
+        int(c) for c in cm.check_output(f"condor_status -constraint '{SHARE} && PartitionableSlot' -af Cpus").split()
+    )
+    assert free > 0, "the share had room all along"
+
+
+@pytest.fixture
+def share_full(hub):
+    """Both nodes' shares taken (carol's session-marked jobs of 4 CPUs); removed afterwards."""
+    fillers = [
+        submit(
+            hub,
+            "carol",
+            "arguments = 3600",
+            "request_cpus = 4",
+            "request_memory = 64",
+            "+CondorlabSession = true",
+            f"requirements = {SHARE}",
+        )
+        for _ in range(2)
+    ]
+    assert wait_for(lambda: len(jobs(hub, 'Owner == "carol" && JobStatus == 2')) == 2, 60), "the fillers run"
+    yield
+    hub.run(f"condor_rm {' '.join(fillers)}")
+
+
+def test_the_pending_page_names_the_share_and_the_place(batch_busy, share_full, browser, hub, chromium, passwords):
+    from selenium.webdriver.common.by import By
+
+    first = browser("progress", "bob", "8")
+    second = browser("progress", "alice", "8")
+    try:
+        assert first["start_status"] in (201, 202) and second["start_status"] in (201, 202), (first, second)
+        waiting = "is waiting for a slot in the interactive share: 0 of 8 CPUs free"
+        assert any(waiting in m and "no session ahead of you" in m for m in first["messages"]), first
+        assert any(waiting in m and "1 session ahead of you" in m for m in second["messages"]), second
+        # The page alice's browser shows while she waits.
+        chromium.get(f"{HUB_URL}/hub/login")
+        chromium.find_element(By.ID, "username_input").send_keys("alice")
+        chromium.find_element(By.ID, "password_input").send_keys(passwords["alice"])
+        chromium.find_element(By.ID, "login_submit").click()
+        assert wait_for(lambda: "/hub/login" not in chromium.current_url, 20), chromium.current_url
+        chromium.get(f"{HUB_URL}/hub/spawn-pending/alice")
+
+        def shown():
+            text = chromium.find_element(By.ID, "progress-message").text
+            return text if "interactive share" in text else ""
+
+        text = wait_for(shown, 20)
+        screenshots = os.environ.get("CONDORLAB_SCREENSHOTS")
+        if screenshots:
+            chromium.save_screenshot(os.path.join(screenshots, "pending-share-full.png"))
+        assert "0 of 8 CPUs free, 1 session ahead of you" in text, text
+    finally:
+        browser("stop", "bob")
+        browser("stop", "alice")
+
+
+def test_only_a_profile_that_allows_it_falls_back_to_a_batch_slot(share_full, browser, hub, cm):
+    # The batch slots are free (bob's batch jobs go); the share is full. alice waits through more
+    # than one cycle of the batch negotiator (60 s) without taking a batch slot.
+    hub.run("condor_rm bob -constraint 'CondorlabSession =!= true'")
+    assert wait_for(lambda: not jobs(hub, 'Owner == "bob" && CondorlabSession =!= true'), 60)
+    alice = browser("progress", "alice", "75", json.dumps({"profile": "physics/small"}))
+    try:
+        assert alice["start_status"] in (201, 202), alice
+        (job,) = jobs(hub, 'Owner == "alice" && CondorlabSession =?= true')
+        assert job["JobStatus"] == 1, "physics/small waits for the share although batch slots are free"
+    finally:
+        browser("stop", "alice")
+    started = browser("start", "carol", "150", json.dumps({"profile": "astro/quick"}))
+    try:
+        assert "ready_after" in started, started
+        (job,) = jobs(hub, 'Owner == "carol" && CondorlabSession =?= true && JobStatus == 2 && RequestCpus == 1')
+        assert not slot_is_share(cm, job["RemoteHost"]), "astro/quick may use a batch slot, and did"
+    finally:
+        browser("stop", "carol")

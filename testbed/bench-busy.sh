@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Benchmark on a 100%-busy farm: every batch slot of the demo busy with
+# ordinary batch jobs (1 CPU, 30-90 s each, a queue that outlasts the run, as
+# on a farm whose jobs end and are replaced all the time), the batch
+# negotiator at HTCondor's defaults. Then:
+#   (a) 10 sequential session starts (alice),
+#   (b) a burst of 8 concurrent starts by 8 different users,
+# first with the interactive share on (as the inventory has it), then with it
+# switched off (condorlab_interactive_share.cpus = 0: sessions compete for the
+# batch slots, as stock batchspawner's do), in the same invocation; the share
+# is switched back on at the end. Prints start->ready per start, the median
+# and p95 of each run, and the number of batch jobs that were preempted.
+# Asserts nothing.
+#
+# Usage: testbed/bench-busy.sh   (after `make demo`; takes 20-40 minutes)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+prefix=condorlab-demo
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
+users=(alice bob carol erin.lee frank grace heidi ivan)
+batch_user=carol
+timeout=${BENCH_START_TIMEOUT:-280}
+
+[[ $(id -u) -eq 0 ]] || { echo "bench-busy: must run as root (rootful podman)" >&2; exit 1; }
+podman container exists "$prefix-outsider" || { echo "bench-busy: no demo test bed; run 'make demo' first" >&2; exit 1; }
+
+hub() { podman exec "$prefix-hub" "$@"; }
+client() { podman exec "$prefix-outsider" python3 /tmp/hubclient.py "$@"; }
+
+podman cp "$top/molecule/default/tests/hubclient.py" "$prefix-outsider:/tmp/hubclient.py"
+hub cat /etc/condorlab/public-tls/ca.crt | podman exec -i "$prefix-outsider" sh -c 'cat > /tmp/condorlab-public-ca.crt'
+
+# Fresh passwords for the bench's users (PAM checks them for real).
+declare -A password
+lines=""
+for u in "${users[@]}"; do
+  password[$u]=$(head -c 12 /dev/urandom | base64 | tr -d '/+=' | cut -c1-12)
+  lines+="$u:${password[$u]}"$'\n'
+done
+printf '%s' "$lines" | hub chpasswd
+
+ready_after() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(round(d["ready_after"], 2) if "ready_after" in d else "none")'; }
+
+# Keep every batch slot busy: a queue of 1-CPU jobs of 30-90 s, longer than the run.
+fill_batch() {
+  hub runuser -u "$batch_user" -- sh -c 'cd /tmp && condor_submit -terse \
+    -a "executable = /bin/sleep" -a "arguments = \$RANDOM_INTEGER(30, 90)" -a "transfer_executable = false" \
+    -a "should_transfer_files = NO" -a "request_cpus = 1" -a "request_memory = 64" \
+    -a "+CondorlabBench = true" -a "queue 400" /dev/null' | cut -d. -f1
+}
+batch_slots_busy() {
+  # every batch partitionable slot has no CPU left
+  local free
+  free=$(hub condor_status -constraint 'PartitionableSlot && CondorlabInteractive =!= true' -af Cpus | awk '{s+=$1} END {print s+0}')
+  [[ $free -eq 0 ]]
+}
+wait_busy() {
+  for _ in $(seq 240); do batch_slots_busy && return 0; sleep 1; done
+  echo "bench-busy: the batch slots did not fill within 240 s" >&2; return 1
+}
+preempted() {
+  # batch jobs that started more than once, or were vacated, in the queue and the history
+  { hub condor_q -all -constraint "CondorlabBench =?= true" -af NumJobStarts NumVacates
+    hub condor_history -constraint "CondorlabBench =?= true" -af NumJobStarts NumVacates; } |
+    awk '($1 > 1) || ($2 != "undefined" && $2 > 0) {n++} END {print n+0}'
+}
+
+run_phase() {
+  local label=$1 seq=() burst=() i u out
+  echo "== $label =="
+  hub condor_rm -constraint 'CondorlabBench =?= true' >/dev/null 2>&1 || true
+  for u in "${users[@]}"; do client stop "$u" "${password[$u]}" >/dev/null; done
+  fill_batch >/dev/null
+  wait_busy
+  echo "all batch slots busy ($(hub condor_q -all -constraint 'CondorlabBench =?= true && JobStatus == 2' -af ClusterId | wc -l) batch jobs running)"
+  for i in $(seq 10); do
+    out=$(client start alice "${password[alice]}" "$timeout" | ready_after)
+    echo "  sequential $i: start->ready ${out} s"
+    seq+=("$out")
+    client stop alice "${password[alice]}" >/dev/null
+  done
+  local dir; dir=$(mktemp -d)
+  for u in "${users[@]}"; do
+    (client start "$u" "${password[$u]}" "$timeout" | ready_after >"$dir/$u") &
+  done
+  wait
+  for u in "${users[@]}"; do
+    out=$(cat "$dir/$u"); echo "  burst $u: start->ready ${out} s"; burst+=("$out")
+    client stop "$u" "${password[$u]}" >/dev/null
+  done
+  rm -rf "$dir"
+  local lost; lost=$(preempted)
+  python3 - "$label" "${seq[*]}" "${burst[*]}" "$lost" "$timeout" <<'PY'
+import statistics, sys
+label, seq, burst, lost, timeout = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4], sys.argv[5]
+def summary(name, values):
+    ready = sorted(float(v) for v in values if v != "none")
+    failed = len(values) - len(ready)
+    if not ready:
+        return f"{name}: none of {len(values)} ready within {timeout} s"
+    p95 = ready[min(len(ready) - 1, max(0, round(0.95 * len(ready) + 0.5) - 1))]
+    text = f"{name}: median {statistics.median(ready):.2f} s, p95 {p95:.2f} s, min {ready[0]:.2f}, max {ready[-1]:.2f}, n={len(ready)}"
+    return text + (f", {failed} not ready within {timeout} s" if failed else "")
+print(f"[{label}] " + summary("sequential", seq))
+print(f"[{label}] " + summary("burst of 8", burst))
+print(f"[{label}] batch jobs preempted: {lost}")
+PY
+  hub condor_rm -constraint 'CondorlabBench =?= true' >/dev/null 2>&1 || true
+}
+
+site() { (cd "$top" && ansible-playbook -i inventories/testbed/hosts.yml site.yml "$@" >/dev/null); }
+wait_pool() {
+  for _ in $(seq 120); do
+    [[ $(hub condor_status -constraint PartitionableSlot -af Name 2>/dev/null | wc -l) -ge 2 ]] && return 0; sleep 1
+  done
+}
+
+negotiation=$(podman exec "$prefix-cm" condor_config_val NEGOTIATOR_INTERVAL NEGOTIATOR_CYCLE_DELAY | paste -sd' ')
+echo "batch negotiator: NEGOTIATOR_INTERVAL / NEGOTIATOR_CYCLE_DELAY = $negotiation s"
+run_phase "share on"
+echo "switching the interactive share off (site.yml -e condorlab_interactive_share.cpus=0) ..."
+site -e '{"condorlab_interactive_share": {"cpus": 0}}'
+wait_pool
+run_phase "share off"
+echo "switching the interactive share back on ..."
+site
+wait_pool
