@@ -46,7 +46,7 @@ ready_after() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(round
 fill_batch() {
   hub runuser -u "$batch_user" -- sh -c 'cd /tmp && condor_submit -terse \
     -a "executable = /bin/sleep" -a "arguments = \$RANDOM_INTEGER(30, 90)" -a "transfer_executable = false" \
-    -a "should_transfer_files = NO" -a "request_cpus = 1" -a "request_memory = 64" \
+    -a "should_transfer_files = YES" -a "request_cpus = 1" -a "request_memory = 64" \
     -a "+CondorlabBench = true" -a "queue 400" /dev/null' | cut -d. -f1
 }
 batch_slots_busy() {

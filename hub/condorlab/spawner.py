@@ -506,7 +506,8 @@ class CondorlabSpawner(CondorSpawner):
                     f"({largest.total_cpus} CPUs, {largest.total_memory_mb} MB); choose a smaller profile"
                 )
             elif not share.fits_now(cpus, memory):
-                message += f". No node has {cpus} CPUs and {memory} MB free in the share now; it starts when one has"
+                cores = f"{cpus} CPU{'s' if cpus != 1 else ''}"
+                message += f". No node has {cores} and {memory} MB free in the share now; it starts when one has"
         else:
             message = f"{job} is waiting for a slot: {queue}"
         reason = next((v for k, v in REJECTIONS.items() if k in info.rejected.lower()), info.rejected)

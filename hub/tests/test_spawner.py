@@ -314,7 +314,7 @@ def test_the_pending_message_names_the_share_the_place_and_the_reason(spawner):
     spawner.job_info = JobInfo(State.IDLE, rejected="no match found")
     assert spawner.pending_message() == (
         "Session job 12 is waiting for a slot in the interactive share: 0 of 8 CPUs free, 2 sessions ahead of you. "
-        "No node has 1 CPUs and 512 MB free in the share now; it starts when one has "
+        "No node has 1 CPU and 512 MB free in the share now; it starts when one has "
         "(last negotiation: no free slot fits it)"
     )
     spawner.session = {"request_cpus": 8, "request_memory_mb": 512}

@@ -391,6 +391,7 @@ def condorlab_contract(name: str):
         "share_slot_attr": contract.SHARE_SLOT_ATTR,
         "share_negotiator": contract.SHARE_NEGOTIATOR,
         "session_attr": contract.ATTRS.session,
+        "walltime_attr": contract.ATTRS.walltime,
     }
     if name not in facts:
         raise AnsibleFilterError(f"condorlab_contract: {name!r} is not one of {sorted(facts)}")

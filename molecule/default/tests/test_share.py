@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 from conftest import wait_for
@@ -30,7 +31,7 @@ def submit(hub, user: str, *args: str, count: int = 1) -> str:
     command = " ".join(f"-a '{a}'" for a in args)
     out = hub.check_output(
         f"cd /tmp && runuser -u {user} -- condor_submit -terse -a 'executable = /bin/sleep' "
-        f"-a 'transfer_executable = false' -a 'should_transfer_files = NO' {command} -a 'queue {count}' /dev/null"
+        f"-a 'transfer_executable = false' -a 'should_transfer_files = YES' {command} -a 'queue {count}' /dev/null"
     )
     return out.split(".")[0]
 
@@ -59,6 +60,8 @@ def batch_busy(hub):
 
 
 def test_a_session_starts_in_the_share_while_every_batch_slot_is_busy(batch_busy, browser, hub, cm):
+    form = browser("get", "alice", "/hub/spawn")["text"]
+    assert "physics: small: 1 CPU, 512 MB, up to 2 h — starts now" in form, form[-3000:]
     started = browser("start", "alice", "120")
     try:
         assert "ready_after" in started, started
@@ -77,6 +80,26 @@ def test_batch_jobs_never_take_the_share(batch_busy, hub, cm):
         int(c) for c in cm.check_output(f"condor_status -constraint '{SHARE} && PartitionableSlot' -af Cpus").split()
     )
     assert free > 0, "the share had room all along"
+
+
+def test_a_job_marked_as_a_session_by_hand_cannot_hold_the_share(hub):
+    """A walltime no profile gives keeps a job out of the share, though it says it is a session."""
+    forged = submit(
+        hub,
+        "carol",
+        "arguments = 600",
+        "request_cpus = 1",
+        "request_memory = 64",
+        "+CondorlabSession = true",
+        "+CondorlabWalltime = 9999999",
+        f"requirements = {SHARE}",
+    )
+    try:
+        time.sleep(25)  # two cycles of the interactive negotiator at least
+        (job,) = jobs(hub, f"ClusterId == {forged}")
+        assert job["JobStatus"] == 1, job
+    finally:
+        hub.run(f"condor_rm {forged}")
 
 
 @pytest.fixture
