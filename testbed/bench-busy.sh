@@ -13,23 +13,27 @@
 # Asserts nothing.
 #
 # Usage: testbed/bench-busy.sh   (after `make demo`; takes 20-40 minutes)
+# On the molecule scenario's hosts instead:
+#   BENCH_PREFIX= BENCH_INVENTORY=<molecule inventory> testbed/bench-busy.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
-prefix=condorlab-demo
+prefix=${BENCH_PREFIX-condorlab-demo}
+inventory=${BENCH_INVENTORY:-inventories/testbed/hosts.yml}
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
 users=(alice bob carol erin.lee frank grace heidi ivan)
 batch_user=carol
 timeout=${BENCH_START_TIMEOUT:-280}
 
 [[ $(id -u) -eq 0 ]] || { echo "bench-busy: must run as root (rootful podman)" >&2; exit 1; }
-podman container exists "$prefix-outsider" || { echo "bench-busy: no demo test bed; run 'make demo' first" >&2; exit 1; }
+name() { if [[ -n $prefix ]]; then echo "$prefix-$1"; else echo "$1"; fi; }
+podman container exists "$(name outsider)" || { echo "bench-busy: no demo test bed; run 'make demo' first" >&2; exit 1; }
 
-hub() { podman exec "$prefix-hub" "$@"; }
-client() { podman exec "$prefix-outsider" python3 /tmp/hubclient.py "$@"; }
+hub() { podman exec "$(name hub)" "$@"; }
+client() { podman exec "$(name outsider)" python3 /tmp/hubclient.py "$@"; }
 
-podman cp "$top/molecule/default/tests/hubclient.py" "$prefix-outsider:/tmp/hubclient.py"
-hub cat /etc/condorlab/public-tls/ca.crt | podman exec -i "$prefix-outsider" sh -c 'cat > /tmp/condorlab-public-ca.crt'
+podman cp "$top/molecule/default/tests/hubclient.py" "$(name outsider):/tmp/hubclient.py"
+hub cat /etc/condorlab/public-tls/ca.crt | podman exec -i "$(name outsider)" sh -c 'cat > /tmp/condorlab-public-ca.crt'
 
 # Fresh passwords for the bench's users (PAM checks them for real).
 declare -A password
@@ -109,16 +113,17 @@ PY
   hub condor_rm -constraint 'CondorlabBench =?= true' >/dev/null 2>&1 || true
 }
 
-site() { (cd "$top" && ansible-playbook -i inventories/testbed/hosts.yml site.yml "$@" >/dev/null); }
+site() { (cd "$top" && ansible-playbook -i "$inventory" site.yml "$@" >/dev/null); }
 wait_pool() {
   for _ in $(seq 120); do
     [[ $(hub condor_status -constraint PartitionableSlot -af Name 2>/dev/null | wc -l) -ge 2 ]] && return 0; sleep 1
   done
 }
 
-negotiation=$(podman exec "$prefix-cm" condor_config_val NEGOTIATOR_INTERVAL NEGOTIATOR_CYCLE_DELAY | paste -sd' ')
+negotiation=$(podman exec "$(name cm)" condor_config_val NEGOTIATOR_INTERVAL NEGOTIATOR_CYCLE_DELAY | paste -sd' ')
 echo "batch negotiator: NEGOTIATOR_INTERVAL / NEGOTIATOR_CYCLE_DELAY = $negotiation s"
 run_phase "share on"
+[[ ${BENCH_PHASES:-on,off} == *off* ]] || exit 0
 echo "switching the interactive share off (site.yml -e condorlab_interactive_share.cpus=0) ..."
 site -e '{"condorlab_interactive_share": {"cpus": 0}}'
 wait_pool

@@ -104,7 +104,7 @@ def test_a_job_marked_as_a_session_by_hand_cannot_hold_the_share(hub):
 
 @pytest.fixture
 def share_full(hub):
-    """Both nodes' shares taken (carol's session-marked jobs of 4 CPUs); removed afterwards."""
+    """Both nodes' shares taken (carol's session-marked jobs of 4 CPUs, a profile's walltime); removed afterwards."""
     fillers = [
         submit(
             hub,
@@ -113,6 +113,7 @@ def share_full(hub):
             "request_cpus = 4",
             "request_memory = 64",
             "+CondorlabSession = true",
+            "+CondorlabWalltime = 3600",
             f"requirements = {SHARE}",
         )
         for _ in range(2)
@@ -159,6 +160,14 @@ def test_only_a_profile_that_allows_it_falls_back_to_a_batch_slot(share_full, br
     # than one cycle of the batch negotiator (60 s) without taking a batch slot.
     hub.run("condor_rm bob -constraint 'CondorlabSession =!= true'")
     assert wait_for(lambda: not jobs(hub, 'Owner == "bob" && CondorlabSession =!= true'), 60)
+
+    # The negotiators see the freed cores when the startds next update the collector (UPDATE_INTERVAL,
+    # 300 s by default).
+    def batch_cpus_free() -> int:
+        out = cm.check_output("condor_status -constraint 'PartitionableSlot && CondorlabInteractive =!= true' -af Cpus")
+        return sum(int(c) for c in out.split())
+
+    assert wait_for(lambda: batch_cpus_free() == 2, 400, interval=5), "the collector shows both batch cores free"
     alice = browser("progress", "alice", "75", json.dumps({"profile": "physics/small"}))
     try:
         assert alice["start_status"] in (201, 202), alice
