@@ -42,7 +42,7 @@ for u in "${users[@]}"; do
   password[$u]=$(head -c 12 /dev/urandom | base64 | tr -d '/+=' | cut -c1-12)
   lines+="$u:${password[$u]}"$'\n'
 done
-printf '%s' "$lines" | hub chpasswd
+printf "%s" "$lines" | podman exec -i "$(name hub)" chpasswd
 
 ready_after() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(round(d["ready_after"], 2) if "ready_after" in d else "none")'; }
 
@@ -120,8 +120,9 @@ wait_pool() {
   done
 }
 
-negotiation=$(podman exec "$(name cm)" condor_config_val NEGOTIATOR_INTERVAL NEGOTIATOR_CYCLE_DELAY | paste -sd' ')
-echo "batch negotiator: NEGOTIATOR_INTERVAL / NEGOTIATOR_CYCLE_DELAY = $negotiation s"
+knob() { podman exec "$(name cm)" condor_config_val "$@" 2>/dev/null || echo "HTCondor's default"; }
+echo "batch negotiator: NEGOTIATOR_INTERVAL $(knob NEGOTIATOR_INTERVAL), NEGOTIATOR_CYCLE_DELAY $(knob NEGOTIATOR_CYCLE_DELAY)"
+echo "interactive negotiator: NEGOTIATOR_INTERVAL $(knob NEGOTIATOR_INTERACTIVE.NEGOTIATOR_INTERVAL), NEGOTIATOR_CYCLE_DELAY $(knob NEGOTIATOR_INTERACTIVE.NEGOTIATOR_CYCLE_DELAY)"
 run_phase "share on"
 [[ ${BENCH_PHASES:-on,off} == *off* ]] || exit 0
 echo "switching the interactive share off (site.yml -e condorlab_interactive_share.cpus=0) ..."
