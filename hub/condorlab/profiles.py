@@ -63,7 +63,7 @@ def form_html(available: list[tuple[dict, dict]], share=None) -> str:
     options = "\n".join(
         f'<option value="{html.escape(contract.key_of(g, p))}">'
         f"{html.escape(g['name'])}: {html.escape(p['label'])}"
-        f"{' — ' + availability(p, share) if availability(p, share) else ''}</option>"
+        f"{''.join(f' — {note}' for note in [availability(p, share)] if note)}</option>"
         for g, p in available
     )
     return f"""

@@ -17,6 +17,8 @@ import testinfra
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 PUBLIC_CA = "/etc/condorlab/public-tls/ca.crt"
 TEST_USERS = ("alice", "bob", "carol")
+# The hub as a browser reaches it (chromium maps the names to the hub).
+HUB_URL = "https://hub.localhost:8443"
 
 
 def _host(name: str):
@@ -135,3 +137,14 @@ def chromium(hub):
     driver.set_script_timeout(30)
     yield driver
     driver.quit()
+
+
+def chromium_login(driver, user: str, password: str) -> None:
+    """Log in to the hub in the browser, through its login form."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{HUB_URL}/hub/login")
+    driver.find_element(By.ID, "username_input").send_keys(user)
+    driver.find_element(By.ID, "password_input").send_keys(password)
+    driver.find_element(By.ID, "login_submit").click()
+    assert wait_for(lambda: "/hub/login" not in driver.current_url, 20), driver.current_url

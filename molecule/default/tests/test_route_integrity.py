@@ -18,12 +18,11 @@ import os
 import time
 
 import pytest
-from conftest import PUBLIC_CA, wait_for
+from conftest import HUB_URL, PUBLIC_CA, chromium_login, wait_for
 
 INTERNAL = "/var/lib/jupyterhub/internal-ssl"
 BOB_STAGING = "/home/bob/.condorlab/sessions/default"
 STOLEN = "/home/bob/stolen"
-HUB_URL = "https://hub.localhost:8443"
 
 # A batch job of bob's: listens with bob's certificate on every port of the
 # session range it can bind, again and again (so it takes a port the moment a
@@ -323,13 +322,7 @@ def bob_lab(browser):
 
 
 def test_a_page_in_bob_s_origin_cannot_read_alice_s_hub_token(chromium, passwords, hub, bob_lab):
-    from selenium.webdriver.common.by import By
-
-    chromium.get(f"{HUB_URL}/hub/login")
-    chromium.find_element(By.ID, "username_input").send_keys("alice")
-    chromium.find_element(By.ID, "password_input").send_keys(passwords["alice"])
-    chromium.find_element(By.ID, "login_submit").click()
-    assert wait_for(lambda: "/hub/login" not in chromium.current_url, 20), chromium.current_url
+    chromium_login(chromium, "alice", passwords["alice"])
     # Control: a script in the hub's own origin reads alice's model with her cookies.
     chromium.get(f"{HUB_URL}/hub/home")
     own = json.loads(chromium.execute_async_script(READ_TOKEN))

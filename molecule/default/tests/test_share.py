@@ -8,10 +8,9 @@ import os
 import time
 
 import pytest
-from conftest import wait_for
+from conftest import HUB_URL, chromium_login, wait_for
 
 SHARE = "CondorlabInteractive =?= true"
-HUB_URL = "https://hub.localhost:8443"
 
 
 def jobs(hub, constraint: str) -> list[dict]:
@@ -134,11 +133,7 @@ def test_the_pending_page_names_the_share_and_the_place(batch_busy, share_full, 
         assert any(waiting in m and "no session ahead of you" in m for m in first["messages"]), first
         assert any(waiting in m and "1 session ahead of you" in m for m in second["messages"]), second
         # The page alice's browser shows while she waits.
-        chromium.get(f"{HUB_URL}/hub/login")
-        chromium.find_element(By.ID, "username_input").send_keys("alice")
-        chromium.find_element(By.ID, "password_input").send_keys(passwords["alice"])
-        chromium.find_element(By.ID, "login_submit").click()
-        assert wait_for(lambda: "/hub/login" not in chromium.current_url, 20), chromium.current_url
+        chromium_login(chromium, "alice", passwords["alice"])
         chromium.get(f"{HUB_URL}/hub/spawn-pending/alice")
 
         def shown():
