@@ -238,6 +238,7 @@ class CondorlabSpawner(CondorSpawner):
     def clear_state(self) -> None:
         super().clear_state()
         self.session = {}
+        self.job_info = JobInfo(State.GONE)
 
     # ---- internal TLS ----------------------------------------------------
 
@@ -545,6 +546,10 @@ class CondorlabSpawner(CondorSpawner):
         self.clear_state()
 
     async def start(self):
+        # JupyterHub's start_timeout runs from here: give up with the reason
+        # just before it, counting the submission too.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(1, int(self.start_timeout) - 2)
         self.ip = "0.0.0.0"  # noqa: S104 - placeholder until the job's host is known
         self.port = 0
         if self.server:
@@ -553,9 +558,6 @@ class CondorlabSpawner(CondorSpawner):
         # Wait until the job runs and its server reports a port; notice a job
         # that dies or is held on the way instead of waiting for start_timeout.
         # The first look is a fresh query: the shared cache predates the job.
-        # Just before JupyterHub's start_timeout, give up with the reason.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(1, int(self.start_timeout) - 2)
         force = True
         while True:
             status = await self.query_job_status(force=force)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import json
 from types import SimpleNamespace
 
@@ -361,6 +362,35 @@ def test_a_start_that_outlasts_the_timeout_fails_with_the_reason(spawner):
     )
     assert "3 sessions ahead of you" in str(failed.value)
     assert [c[0][0] for c in spawner.calls] == ["submit", "remove", "clean"]
+
+
+def test_the_start_timeout_counts_the_submission_too(spawner):
+    """JupyterHub's timer starts before the submission: a slow schedd leaves less time to wait."""
+    spawner.start_timeout = 4
+    spawner.startup_poll_interval = 0.1
+    spawner.status_cache = FakeCache(JobInfo(State.IDLE), share=SHARE)
+    helper = spawner.run_helper
+
+    async def slow_submit(*args, stdin=None):
+        if args[0] == "submit":
+            await asyncio.sleep(1.5)
+        return await helper(*args, stdin=stdin)
+
+    spawner.run_helper = slow_submit
+    began = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not start within 4 s"):
+        run(spawner.start())
+    assert time.monotonic() - began < 3.0
+
+
+def test_a_given_up_start_forgets_the_job(spawner):
+    spawner.start_timeout = 3
+    spawner.startup_poll_interval = 0.2
+    spawner.status_cache = FakeCache(JobInfo(State.HELD, hold_reason="over memory"))
+    with pytest.raises(RuntimeError, match="over memory"):
+        run(spawner.start())
+    assert spawner.job_id == "" and spawner.job_info.state == State.GONE
+    assert spawner.pending_message() == ""
 
 
 def test_form_data_becomes_options(spawner):
