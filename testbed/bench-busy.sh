@@ -22,7 +22,8 @@ prefix=${BENCH_PREFIX-condorlab-demo}
 inventory=${BENCH_INVENTORY:-inventories/testbed/hosts.yml}
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
 users=(alice bob carol erin.lee frank grace heidi ivan)
-batch_user=carol
+# The batch load belongs to a user of its own, who starts no session.
+batch_user=pat
 timeout=${BENCH_START_TIMEOUT:-280}
 
 [[ $(id -u) -eq 0 ]] || { echo "bench-busy: must run as root (rootful podman)" >&2; exit 1; }
@@ -35,23 +36,35 @@ client() { podman exec "$(name outsider)" python3 /tmp/hubclient.py "$@"; }
 podman cp "$top/molecule/default/tests/hubclient.py" "$(name outsider):/tmp/hubclient.py"
 hub cat /etc/condorlab/public-tls/ca.crt | podman exec -i "$(name outsider)" sh -c 'cat > /tmp/condorlab-public-ca.crt'
 
-# Fresh passwords for the bench's users (PAM checks them for real).
+# The users' passwords (PAM checks them for real): the demo's own logins where
+# `make demo` printed them (testbed/.demo-logins), fresh ones for the others,
+# added to that file so the demo's logins keep working.
 declare -A password
+logins=$here/.demo-logins
+[[ -n $prefix ]] || logins=/dev/null
+if [[ -f $logins ]]; then
+  while IFS=: read -r u p; do [[ -n $u ]] && password[$u]=$p; done <"$logins"
+fi
 lines=""
 for u in "${users[@]}"; do
+  [[ -n ${password[$u]:-} ]] && continue
   password[$u]=$(head -c 12 /dev/urandom | base64 | tr -d '/+=' | cut -c1-12)
   lines+="$u:${password[$u]}"$'\n'
 done
-printf "%s" "$lines" | podman exec -i "$(name hub)" chpasswd
+if [[ -n $lines ]]; then
+  printf "%s" "$lines" | podman exec -i "$(name hub)" chpasswd
+  [[ $logins == /dev/null ]] || (umask 077 && printf "%s" "$lines" >>"$logins")
+fi
 
 ready_after() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(round(d["ready_after"], 2) if "ready_after" in d else "none")'; }
 
-# Keep every batch slot busy: a queue of 1-CPU jobs of 30-90 s, longer than the run.
+# Keep every batch slot busy: a queue of 1-CPU jobs of 30-90 s, longer than the
+# run, tagged with the phase (preemptions are counted per phase).
 fill_batch() {
-  hub runuser -u "$batch_user" -- sh -c 'cd /tmp && condor_submit -terse \
-    -a "executable = /bin/sleep" -a "arguments = \$RANDOM_INTEGER(30, 90)" -a "transfer_executable = false" \
-    -a "should_transfer_files = YES" -a "request_cpus = 1" -a "request_memory = 64" \
-    -a "+CondorlabBench = true" -a "queue 400" /dev/null' | cut -d. -f1
+  hub runuser -u "$batch_user" -- sh -c "cd /tmp && condor_submit -terse \
+    -a 'executable = /bin/sleep' -a 'arguments = \$RANDOM_INTEGER(30, 90)' -a 'transfer_executable = false' \
+    -a 'should_transfer_files = YES' -a 'request_cpus = 1' -a 'request_memory = 64' \
+    -a '+CondorlabBench = \"$1\"' -a 'queue 400' /dev/null" | cut -d. -f1
 }
 batch_slots_busy() {
   # every batch partitionable slot has no CPU left
@@ -64,20 +77,20 @@ wait_busy() {
   echo "bench-busy: the batch slots did not fill within 240 s" >&2; return 1
 }
 preempted() {
-  # batch jobs that started more than once, or were vacated, in the queue and the history
-  { hub condor_q -all -constraint "CondorlabBench =?= true" -af NumJobStarts NumVacates
-    hub condor_history -constraint "CondorlabBench =?= true" -af NumJobStarts NumVacates; } |
+  # this phase's batch jobs that started more than once, or were vacated, in the queue and the history
+  { hub condor_q -all -constraint "CondorlabBench =?= \"$1\"" -af NumJobStarts NumVacates
+    hub condor_history -constraint "CondorlabBench =?= \"$1\"" -af NumJobStarts NumVacates; } |
     awk '($1 > 1) || ($2 != "undefined" && $2 > 0) {n++} END {print n+0}'
 }
 
 run_phase() {
   local label=$1 seq=() burst=() i u out
   echo "== $label =="
-  hub condor_rm -constraint 'CondorlabBench =?= true' >/dev/null 2>&1 || true
+  hub condor_rm -constraint 'CondorlabBench isnt undefined' >/dev/null 2>&1 || true
   for u in "${users[@]}"; do client stop "$u" "${password[$u]}" >/dev/null; done
-  fill_batch >/dev/null
+  fill_batch "$label" >/dev/null
   wait_busy
-  echo "all batch slots busy ($(hub condor_q -all -constraint 'CondorlabBench =?= true && JobStatus == 2' -af ClusterId | wc -l) batch jobs running)"
+  echo "all batch slots busy ($(hub condor_q -all -constraint 'CondorlabBench isnt undefined && JobStatus == 2' -af ClusterId | wc -l) batch jobs running)"
   for i in $(seq 10); do
     out=$(client start alice "${password[alice]}" "$timeout" | ready_after)
     echo "  sequential $i: start->ready ${out} s"
@@ -94,7 +107,7 @@ run_phase() {
     client stop "$u" "${password[$u]}" >/dev/null
   done
   rm -rf "$dir"
-  local lost; lost=$(preempted)
+  local lost; lost=$(preempted "$label")
   python3 - "$label" "${seq[*]}" "${burst[*]}" "$lost" "$timeout" <<'PY'
 import statistics, sys
 label, seq, burst, lost, timeout = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4], sys.argv[5]
@@ -110,14 +123,21 @@ print(f"[{label}] " + summary("sequential", seq))
 print(f"[{label}] " + summary("burst of 8", burst))
 print(f"[{label}] batch jobs preempted: {lost}")
 PY
-  hub condor_rm -constraint 'CondorlabBench =?= true' >/dev/null 2>&1 || true
+  hub condor_rm -constraint 'CondorlabBench isnt undefined' >/dev/null 2>&1 || true
 }
 
 site() { (cd "$top" && ansible-playbook -i "$inventory" site.yml "$@" >/dev/null); }
+# Wait until the collector shows the share's slots (on) or none of them (off),
+# and a batch slot on every execute node.
 wait_pool() {
-  for _ in $(seq 120); do
-    [[ $(hub condor_status -constraint PartitionableSlot -af Name 2>/dev/null | wc -l) -ge 2 ]] && return 0; sleep 1
+  local want=$1 share batch
+  for _ in $(seq 180); do
+    share=$(hub condor_status -constraint 'PartitionableSlot && CondorlabInteractive =?= true' -af Machine 2>/dev/null | wc -l)
+    batch=$(hub condor_status -constraint 'PartitionableSlot && CondorlabInteractive =!= true' -af Machine 2>/dev/null | wc -l)
+    if [[ $batch -ge 2 ]] && { [[ $want == on && $share -ge 2 ]] || [[ $want == off && $share -eq 0 ]]; }; then return 0; fi
+    sleep 1
   done
+  echo "bench-busy: the pool did not show the share $want within 180 s" >&2; return 1
 }
 
 knob() { podman exec "$(name cm)" condor_config_val "$@" 2>/dev/null || echo "HTCondor's default"; }
@@ -125,10 +145,14 @@ echo "batch negotiator: NEGOTIATOR_INTERVAL $(knob NEGOTIATOR_INTERVAL), NEGOTIA
 echo "interactive negotiator: NEGOTIATOR_INTERVAL $(knob NEGOTIATOR_INTERACTIVE.NEGOTIATOR_INTERVAL), NEGOTIATOR_CYCLE_DELAY $(knob NEGOTIATOR_INTERACTIVE.NEGOTIATOR_CYCLE_DELAY)"
 run_phase "share on"
 [[ ${BENCH_PHASES:-on,off} == *off* ]] || exit 0
+# Whatever happens from here on, the test bed gets its share back.
+restore() {
+  echo "switching the interactive share back on ..."
+  hub condor_rm -constraint 'CondorlabBench isnt undefined' >/dev/null 2>&1 || true
+  site && wait_pool on
+}
+trap restore EXIT
 echo "switching the interactive share off (site.yml -e condorlab_interactive_share.cpus=0) ..."
 site -e '{"condorlab_interactive_share": {"cpus": 0}}'
-wait_pool
+wait_pool off
 run_phase "share off"
-echo "switching the interactive share back on ..."
-site
-wait_pool

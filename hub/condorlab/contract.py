@@ -63,9 +63,10 @@ class JobAttrs:
     group: str = "CondorlabGroup"  # the user group
     profile: str = "CondorlabProfile"  # the profile's name
     walltime: str = "CondorlabWalltime"  # the profile's walltime, seconds
+    fallback: str = "CondorlabFallback"  # true: the profile lets it take a batch slot when the share is full
 
     def names(self) -> list[str]:
-        return [self.session, self.server, self.group, self.profile, self.walltime]
+        return [self.session, self.server, self.group, self.profile, self.walltime, self.fallback]
 
 
 ATTRS = JobAttrs()

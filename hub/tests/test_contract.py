@@ -114,4 +114,5 @@ def test_the_job_attributes_are_named_once():
         "CondorlabGroup",
         "CondorlabProfile",
         "CondorlabWalltime",
+        "CondorlabFallback",
     ]

@@ -1,6 +1,6 @@
 # Copyright: condorlab contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The site's layout (playbooks/vars/layout.yml): which roles run on a host."""
+"""The site's layout (playbooks/vars/layout.yml): which roles run on a host, which nodes keep an interactive share."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ description:
     host's group_names, the roles that run on that host, in layout order. The
     preflight role checks these roles' settings on the host; the firewall role
     gives it their rules.
+  - C(condorlab_share_nodes(hostvars)) - given a list of execute hosts, those
+    whose C(condorlab_interactive_share) keeps cores for sessions (it may be set
+    per node or node group, so the central manager and the hub ask the nodes).
 positional: _input, group_names
 options:
   _input:
@@ -31,6 +34,9 @@ EXAMPLES = r"""
 - ansible.builtin.debug:
     msg: "{{ condorlab_layout | condorlab_roles_on(group_names) }}"
   # on an execute node: ['local_users', 'ca_trust', 'firewall', 'htcondor', 'singleuser']
+- ansible.builtin.debug:
+    msg: "{{ groups['condor_execute'] | condorlab_share_nodes(hostvars) | length > 0 }}"
+  # true when any execute node keeps an interactive share
 """
 
 RETURN = r"""
@@ -52,6 +58,31 @@ def condorlab_roles_on(layout, group_names) -> list[str]:
     return [role for role, groups in layout.items() if mine & set(groups)]
 
 
+def condorlab_share_nodes(hosts, hostvars) -> list[str]:
+    """The hosts among ``hosts`` whose condorlab_interactive_share keeps cores for sessions.
+
+    The share may be set per execute node or node group, so the central
+    manager (its negotiator) and the hub (the sessions' requirements) ask the
+    execute nodes' own variables rather than theirs.
+    """
+    nodes = []
+    for host in hosts or []:
+        share = hostvars[host].get("condorlab_interactive_share") or {}
+        if not isinstance(share, dict):
+            raise AnsibleFilterError(
+                f"{host}: condorlab_interactive_share must be a mapping (cpus, memory, oversubscribe), not {share!r}"
+            )
+        try:
+            cpus = int(share.get("cpus") or 0)
+        except (TypeError, ValueError):
+            raise AnsibleFilterError(
+                f"{host}: condorlab_interactive_share.cpus is {share.get('cpus')!r}; give a whole number of cores"
+            ) from None
+        if cpus > 0:
+            nodes.append(host)
+    return nodes
+
+
 class FilterModule:
     def filters(self):
-        return {"condorlab_roles_on": condorlab_roles_on}
+        return {"condorlab_roles_on": condorlab_roles_on, "condorlab_share_nodes": condorlab_share_nodes}

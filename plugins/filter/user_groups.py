@@ -41,7 +41,7 @@ description:
   - C(condorlab_user_groups_errors) lists what is wrong with the user groups,
     each message naming the group, the field, the bad value and the fix.
   - C(condorlab_contract) gives a fact of the hub's session contract by name
-    (C(job_attrs), C(session_attr) - the session jobs' attributes;
+    (C(job_attrs), C(session_attr), C(walltime_attr), C(fallback_attr) - the session jobs' attributes;
     C(user_groups_file) - where the normalised groups go; C(share_slot_attr),
     C(share_negotiator) - the interactive share's slot attribute and negotiator).
 positional: _input
@@ -392,6 +392,7 @@ def condorlab_contract(name: str):
         "share_negotiator": contract.SHARE_NEGOTIATOR,
         "session_attr": contract.ATTRS.session,
         "walltime_attr": contract.ATTRS.walltime,
+        "fallback_attr": contract.ATTRS.fallback,
     }
     if name not in facts:
         raise AnsibleFilterError(f"condorlab_contract: {name!r} is not one of {sorted(facts)}")

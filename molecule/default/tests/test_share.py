@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 from conftest import HUB_URL, chromium_login, wait_for
@@ -81,8 +80,17 @@ def test_batch_jobs_never_take_the_share(batch_busy, hub, cm):
     assert free > 0, "the share had room all along"
 
 
-def test_a_job_marked_as_a_session_by_hand_cannot_hold_the_share(hub):
+def interactive_cycle_end(cm) -> int:
+    """When the interactive negotiator last finished a cycle (epoch seconds, 0 before its first)."""
+    out = cm.check_output(
+        "condor_status -negotiator -constraint 'regexp(\"^NEGOTIATOR_INTERACTIVE@\", Name)' -af LastNegotiationCycleEnd0"
+    ).strip()
+    return int(out) if out.isdigit() else 0
+
+
+def test_a_job_marked_as_a_session_by_hand_cannot_hold_the_share(hub, cm):
     """A walltime no profile gives keeps a job out of the share, though it says it is a session."""
+    since = int(cm.check_output("date +%s").strip())
     forged = submit(
         hub,
         "carol",
@@ -94,7 +102,10 @@ def test_a_job_marked_as_a_session_by_hand_cannot_hold_the_share(hub):
         f"requirements = {SHARE}",
     )
     try:
-        time.sleep(25)  # two cycles of the interactive negotiator at least
+        # Two whole cycles of the interactive negotiator after the submission.
+        assert wait_for(lambda: interactive_cycle_end(cm) > since + 1, 60), "the interactive negotiator cycles"
+        first = interactive_cycle_end(cm)
+        assert wait_for(lambda: interactive_cycle_end(cm) > first, 60), "the interactive negotiator cycles again"
         (job,) = jobs(hub, f"ClusterId == {forged}")
         assert job["JobStatus"] == 1, job
     finally:

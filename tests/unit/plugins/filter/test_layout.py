@@ -28,3 +28,26 @@ def test_the_site_layout_puts_each_role_on_its_groups():
 def test_a_layout_that_is_not_role_to_groups_is_refused():
     with pytest.raises(AnsibleFilterError, match="lists of inventory groups"):
         layout.condorlab_roles_on({"htcondor": "condor_execute"}, ["condor_execute"])
+
+
+def test_share_nodes_are_the_execute_nodes_that_keep_cores():
+    hostvars = {
+        "wn1": {"condorlab_interactive_share": {"cpus": 1, "memory": "2GB"}},
+        "wn2": {"condorlab_interactive_share": {"cpus": 0}},
+        "wn3": {},
+        "gpu1": {"condorlab_interactive_share": {"cpus": "2"}},
+    }
+    assert layout.condorlab_share_nodes(["wn1", "wn2", "wn3", "gpu1"], hostvars) == ["wn1", "gpu1"]
+    assert layout.condorlab_share_nodes([], hostvars) == []
+
+
+@pytest.mark.parametrize(
+    ("share", "message"),
+    [
+        ("2 cores", "must be a mapping"),
+        ({"cpus": "two"}, r"wn1: condorlab_interactive_share.cpus is 'two'; give a whole number"),
+    ],
+)
+def test_a_malformed_share_names_the_node_and_the_field(share, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        layout.condorlab_share_nodes(["wn1"], {"wn1": {"condorlab_interactive_share": share}})
