@@ -143,6 +143,7 @@ wait_pool() {
 knob() { podman exec "$(name cm)" condor_config_val "$@" 2>/dev/null || echo "HTCondor's default"; }
 echo "batch negotiator: NEGOTIATOR_INTERVAL $(knob NEGOTIATOR_INTERVAL), NEGOTIATOR_CYCLE_DELAY $(knob NEGOTIATOR_CYCLE_DELAY)"
 echo "interactive negotiator: NEGOTIATOR_INTERVAL $(knob NEGOTIATOR_INTERACTIVE.NEGOTIATOR_INTERVAL), NEGOTIATOR_CYCLE_DELAY $(knob NEGOTIATOR_INTERACTIVE.NEGOTIATOR_CYCLE_DELAY)"
+echo "access point: SCHEDD_MIN_INTERVAL $(hub condor_config_val SCHEDD_MIN_INTERVAL 2>/dev/null || echo "HTCondor's default")"
 run_phase "share on"
 [[ ${BENCH_PHASES:-on,off} == *off* ]] || exit 0
 # Whatever happens from here on, the test bed gets its share back.

@@ -43,7 +43,7 @@ from batchspawner import CondorSpawner, JobStatus
 from jupyterhub.utils import make_ssl_context
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from traitlets import Any, Dict, Integer, List, Tuple, Unicode, default
+from traitlets import Any, Dict, Float, Integer, List, Tuple, Unicode, default
 
 from . import contract, handlers, identity, profiles
 from .accounting import SESSION_RECORDS, SessionRecorder
@@ -120,6 +120,11 @@ class CondorlabSpawner(CondorSpawner):
         help="Seconds a session certificate stays valid beyond the start timeout plus the profile's walltime.",
     ).tag(config=True)
 
+    form_status_timeout = Float(
+        3.0,
+        help="Seconds the options form waits for the share's state; the form is shown without it after that.",
+    ).tag(config=True)
+
     status_cache = Any(help="The shared job status cache (one schedd query per cycle).")
 
     @default("status_cache")
@@ -172,9 +177,19 @@ class CondorlabSpawner(CondorSpawner):
     @default("options_form")
     def _options_form_default(self):
         async def form(spawner: CondorlabSpawner) -> str:
-            # The share's state of this cycle: the form says which profiles could start now.
-            await spawner.status_cache.refresh()
+            # The share's state of this cycle: the form says which profiles could
+            # start now. A schedd or collector that does not answer at once does not
+            # hold the form up (the query goes on for the next page).
             available = contract.choices(spawner.groups(), spawner.unix_groups())
+            try:
+                await asyncio.wait_for(
+                    asyncio.shield(spawner.status_cache.refresh()), timeout=spawner.form_status_timeout
+                )
+            except TimeoutError:
+                spawner.log.info(
+                    "The share's state is not known within %s s; the form shows none", spawner.form_status_timeout
+                )
+                return profiles.form_html(available, None)
             return profiles.form_html(available, spawner.status_cache.share)
 
         return form

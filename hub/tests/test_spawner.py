@@ -307,6 +307,19 @@ def test_the_form_says_which_profiles_could_start_now(spawner):
     assert "physics: small — waits: the interactive share is full</option>" in run(spawner.get_options_form())
 
 
+def test_the_form_does_not_wait_for_a_schedd_that_does_not_answer(spawner):
+    class HungCache(FakeCache):
+        async def refresh(self, force=False):
+            await asyncio.sleep(30)
+
+    spawner.status_cache = HungCache(JobInfo(State.GONE), share=SHARE)
+    spawner.form_status_timeout = 0.5
+    began = time.monotonic()
+    form = run(spawner.get_options_form())
+    assert time.monotonic() - began < 2
+    assert "physics: small</option>" in form and "starts now" not in form
+
+
 def test_the_pending_message_names_the_share_the_place_and_the_reason(spawner):
     spawner.job_id = "12"
     spawner.session = {"request_cpus": 1, "request_memory_mb": 512}
