@@ -48,6 +48,26 @@ def test_the_execute_nodes_offer_a_share_beside_the_batch_slot(cm):
     assert any(n.startswith("NEGOTIATOR_INTERACTIVE@") for n in negotiators) and len(negotiators) == 2
 
 
+def quotas(cm, *negotiator: str) -> dict[str, float]:
+    """The effective group quotas a negotiator computed in its last cycle."""
+    out = cm.check_output(f"condor_userprio -quotas -allusers {' '.join(negotiator)}")
+    return {line.split()[0]: float(line.split()[1]) for line in out.splitlines() if line.startswith("group_")}
+
+
+def test_each_negotiator_applies_the_group_quotas_to_its_own_slots(cm):
+    """The quotas (0.5 each) are shares of the interactive share's 8 CPUs for one negotiator and of the
+    two batch cores for the other; each keeps its own priorities (accountant)."""
+    (interactive,) = [n for n in cm.check_output("condor_status -negotiator -af Name").split() if "@" in n]
+    assert wait_for(lambda: quotas(cm, "-name", interactive) == {"group_physics": 4.0, "group_astro": 4.0}, 60), quotas(
+        cm, "-name", interactive
+    )
+    assert quotas(cm) == {"group_physics": 1.0, "group_astro": 1.0}
+    files = cm.check_output(
+        "condor_config_val ACCOUNTANT_DATABASE_FILE NEGOTIATOR_INTERACTIVE.ACCOUNTANT_DATABASE_FILE"
+    )
+    assert len(set(files.split())) == 2, files
+
+
 @pytest.fixture(scope="module")
 def batch_busy(hub):
     """Every batch slot of the bed busy with bob's ordinary batch jobs, and more of them waiting."""
