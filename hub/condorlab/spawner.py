@@ -34,6 +34,7 @@ Differences from batchspawner's CondorSpawner:
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import ssl
@@ -723,10 +724,38 @@ class CondorlabSpawner(CondorSpawner):
                 return False
             await asyncio.sleep(1)
 
+    def last_activity(self) -> datetime.datetime | None:
+        """The session's last activity as JupyterHub saw it (the lab's reports, the proxy's traffic)."""
+        return getattr(self.orm_spawner, "last_activity", None) if self.orm_spawner is not None else None
+
+    def idle_for(self) -> float:
+        """Seconds since the session's last activity (0 when not known)."""
+        last = self.last_activity()
+        if last is None:
+            return 0.0
+        if last.tzinfo is None:
+            last = last.replace(tzinfo=datetime.UTC)
+        return (datetime.datetime.now(datetime.UTC) - last).total_seconds()
+
+    def idle_limit(self) -> int:
+        """The idle timeout of the session's user group (0: none)."""
+        group = next((g for g in self.groups() if g.get("name") == self.session.get("group")), None)
+        return contract.idle_timeout(group) if group else 0
+
     async def stop(self, now: bool = False):
         if not self.job_id:
             return
         self.log.info("Stopping session job %s of %s", self.job_id, self.user.name)
+        limit = self.idle_limit()
+        if self.stop_reason == "stopped" and limit and self.idle_for() >= limit:
+            # Nobody used it for the group's idle timeout: the group's idle culler ended it.
+            self.stop_reason = "idle"
+            self.last_end = {
+                "reason": "idle",
+                "message": f"nobody used it for {limit // 60} minutes, the idle limit of user group "
+                f"{self.session.get('group')}; your files were kept",
+                "time": round(time.time()),
+            }
         if self.started_at():
             self.record("stop", host=self.job_info.host or self.ip, reason=self.stop_reason)
         self.stop_reason = "stopped"

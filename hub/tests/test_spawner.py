@@ -622,3 +622,39 @@ def test_how_the_last_session_ended_outlives_it_and_is_shown_on_the_form(spawner
     del spawner.check_identity
     run(start_reporting_port(spawner, 50001))
     assert spawner.last_end == {}, "a new session: the notice has been read"
+
+
+def test_a_stop_after_the_group_s_idle_timeout_is_recorded_as_idle(spawner, tmp_path):
+    import datetime
+
+    running_session(spawner)
+    spawner.user_groups = [{**USER_GROUPS[0], "idle_timeout": 600}]
+    idle_since = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=700)
+    spawner.last_activity = lambda: idle_since.replace(tzinfo=None)  # as JupyterHub's database keeps it
+    spawner.status_cache = FakeCache(JobInfo(State.GONE))
+
+    async def shut():
+        return True
+
+    spawner.request_shutdown = shut
+    run(spawner.stop())
+    (stop,) = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
+    assert stop["reason"] == "idle"
+    assert spawner.last_end["message"].startswith("nobody used it for 10 minutes, the idle limit of user group physics")
+
+
+def test_a_stop_of_a_used_session_is_a_plain_stop(spawner, tmp_path):
+    import datetime
+
+    running_session(spawner)
+    spawner.user_groups = [{**USER_GROUPS[0], "idle_timeout": 600}]
+    spawner.last_activity = lambda: datetime.datetime.now(datetime.UTC)
+    spawner.status_cache = FakeCache(JobInfo(State.GONE))
+
+    async def shut():
+        return True
+
+    spawner.request_shutdown = shut
+    run(spawner.stop())
+    (stop,) = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
+    assert stop["reason"] == "stopped" and spawner.last_end == {}
