@@ -535,7 +535,9 @@ class CondorlabSpawner(CondorSpawner):
         elif info.state == State.IDLE:
             self.session_ended("evicted", f"HTCondor evicted your session's job from {info.host or self.ip}")
         elif self.started_at():
-            self.record("stop", host=info.host or self.ip, reason=info.state.value)
+            self.session_ended(
+                "ended", f"your lab on {info.host or self.ip} exited (shut down from the lab, or it stopped)"
+            )
         if info.state in (State.GONE, State.HELD):
             await self.clean_staging()
         self.clear_state()
