@@ -79,6 +79,16 @@ SHARE_SLOT_ATTR = "CondorlabInteractive"
 # lists it as <this>@<central manager>.
 SHARE_NEGOTIATOR = "NEGOTIATOR_INTERACTIVE"
 
+# A session without activity this long (seconds) is ended by the group's idle
+# culler, unless the group sets its own idle_timeout (0: never).
+DEFAULT_IDLE_TIMEOUT = 7200
+
+
+def idle_timeout(group: dict) -> int:
+    """A normalised group's idle timeout in seconds (0: its sessions are never ended for idling)."""
+    return int(group.get("idle_timeout", DEFAULT_IDLE_TIMEOUT) or 0)
+
+
 # ---- names -------------------------------------------------------------------
 
 # A Unix user name as the site's directory spells it: lower case (JupyterHub

@@ -125,6 +125,7 @@ def render(config: dict, user: pwd.struct_passwd, checked: dict, shared_dir: str
         shared_dir=shared_dir,
         transfer_dir=config["transfer_dir"],
         walltime_grace=int(config.get("walltime_grace", 300)),
+        job_lease=int(config.get("job_lease", 180)),
         session=checked["session"],
         attrs=ATTRS,
         interactive_share=bool(config.get("interactive_share")),

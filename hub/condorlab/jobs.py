@@ -24,6 +24,7 @@ PROJECTION = [
     "JobStatus",
     "RemoteHost",
     "HoldReason",
+    "HoldReasonCode",
     "Owner",
     "NumJobStarts",
     "TransferringOutput",
@@ -45,6 +46,10 @@ class State(Enum):
     UNKNOWN = "unknown"  # the schedd did not answer: the job may well be alive
 
 
+# HTCondor's HoldReasonCode for a job that went over its memory (or another
+# resource) limit: JobOutOfResources.
+MEMORY_HOLD = 34
+
 # HTCondor JobStatus codes.
 _STATES = {
     1: State.IDLE,
@@ -62,6 +67,7 @@ class JobInfo:
     state: State
     host: str = ""
     hold_reason: str = ""
+    hold_code: int = 0  # HoldReasonCode (MEMORY_HOLD: over its memory request)
     starts: int = 0  # how often the job has started (more than once: evicted and rerun)
     transferring: bool = False  # the job is sending its files back
     request_cpus: int | None = None
@@ -184,6 +190,7 @@ class JobStatusCache:
                         state=_STATES.get(ad.get("JobStatus"), State.UNKNOWN),
                         host=host_of(str(ad.get("RemoteHost") or "")),
                         hold_reason=str(ad.get("HoldReason") or ""),
+                        hold_code=int(ad.get("HoldReasonCode") or 0),
                         starts=int(ad.get("NumJobStarts") or 0),
                         transferring=bool(ad.get("TransferringOutput")),
                         request_cpus=_int_or_none(ad.get("RequestCpus")),

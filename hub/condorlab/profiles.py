@@ -11,6 +11,7 @@ the contract's, the same the job helper makes again.
 from __future__ import annotations
 
 import html
+import time
 
 from . import contract
 
@@ -54,6 +55,17 @@ def availability(profile: dict, share) -> str:
     if not share.fits_ever(cpus, memory):
         return "too large for the interactive share"
     return "waits: the interactive share is full" + (" (may use a batch slot)" if profile.get("fallback") else "")
+
+
+def last_end_notice(last_end: dict) -> str:
+    """The form's note on how the user's last session ended, when the user did not end it ('' otherwise)."""
+    if not last_end or not last_end.get("message"):
+        return ""
+    when = time.strftime("%H:%M:%S %Z", time.localtime(float(last_end.get("time") or 0)))
+    return (
+        f'<div class="alert alert-warning" role="alert" id="condorlab-last-end">Your last session ended at {when}: '
+        f"{html.escape(str(last_end['message']))}. Start a new one below.</div>\n"
+    )
 
 
 def form_html(available: list[tuple[dict, dict]], share=None) -> str:

@@ -34,6 +34,7 @@ Differences from batchspawner's CondorSpawner:
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import ssl
@@ -47,7 +48,7 @@ from traitlets import Any, Dict, Float, Integer, List, Tuple, Unicode, default
 
 from . import contract, handlers, identity, profiles
 from .accounting import SESSION_RECORDS, SessionRecorder
-from .jobs import JobInfo, State, shared_cache
+from .jobs import MEMORY_HOLD, JobInfo, State, shared_cache
 
 handlers.install()
 
@@ -125,6 +126,18 @@ class CondorlabSpawner(CondorSpawner):
         help="Seconds the options form waits for the share's state; the form is shown without it after that.",
     ).tag(config=True)
 
+    lost_after = Integer(
+        45,
+        help="""Seconds a running session's lab may go without answering the hub's health check (its node
+        crashed, the network is cut) before the session is ended and its job removed. A shorter blip keeps it.""",
+    ).tag(config=True)
+
+    @default("poll_interval")
+    def _poll_interval_default(self):
+        # A lost node is noticed within lost_after plus one interval; a poll reads
+        # the shared queue view and opens one TLS connection to the lab.
+        return 10
+
     status_cache = Any(help="The shared job status cache (one schedd query per cycle).")
 
     @default("status_cache")
@@ -145,6 +158,13 @@ class CondorlabSpawner(CondorSpawner):
 
     # The last state read from the cache.
     job_info = Any(JobInfo(State.GONE))
+
+    # How the user's last session ended when the user did not end it (reason,
+    # message, time): kept across sessions and hub restarts, shown on the form.
+    last_end = Dict()
+
+    # Since when (time.time()) the running lab has not answered the health check; 0 while it answers.
+    unreachable_since = Float(0)
 
     # ---- names -----------------------------------------------------------
 
@@ -181,6 +201,7 @@ class CondorlabSpawner(CondorSpawner):
             # start now. A schedd or collector that does not answer at once does not
             # hold the form up (the query goes on for the next page).
             available = contract.choices(spawner.groups(), spawner.unix_groups())
+            notice = profiles.last_end_notice(spawner.last_end)
             try:
                 await asyncio.wait_for(
                     asyncio.shield(spawner.status_cache.refresh()), timeout=spawner.form_status_timeout
@@ -189,8 +210,8 @@ class CondorlabSpawner(CondorSpawner):
                 spawner.log.info(
                     "The share's state is not known within %s s; the form shows none", spawner.form_status_timeout
                 )
-                return profiles.form_html(available, None)
-            return profiles.form_html(available, spawner.status_cache.share)
+                return notice + profiles.form_html(available, None)
+            return notice + profiles.form_html(available, spawner.status_cache.share)
 
         return form
 
@@ -244,16 +265,28 @@ class CondorlabSpawner(CondorSpawner):
         state = super().get_state()
         if self.session:
             state["condorlab_session"] = self.session
+        if self.last_end:
+            state["condorlab_last_end"] = self.last_end
         return state
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
         self.session = state.get("condorlab_session") or {}
+        self.last_end = state.get("condorlab_last_end") or {}
 
     def clear_state(self) -> None:
+        # The session goes; how it ended stays for the user to read.
         super().clear_state()
         self.session = {}
         self.job_info = JobInfo(State.GONE)
+        self.unreachable_since = 0
+
+    def session_ended(self, reason: str, message: str) -> None:
+        """A session ended without the user asking: record why, and keep the message for the user."""
+        self.log.warning("Session job %s of %s ended (%s): %s", self.job_id, self.user.name, reason, message)
+        if self.started_at():
+            self.record("stop", host=self.job_info.host or self.ip, reason=reason, detail=message)
+        self.last_end = {"reason": reason, "message": message, "time": round(time.time())}
 
     # ---- internal TLS ----------------------------------------------------
 
@@ -426,20 +459,35 @@ class CondorlabSpawner(CondorSpawner):
         changed = [f"{k} {found[k]} (submitted {v})" for k, v in wanted.items() if v and found[k] not in (None, v)]
         return ", ".join(changed)
 
-    async def lab_lost(self) -> str:
-        """Why the running session's lab is not there any more, or '' while it answers (or cannot be asked)."""
+    async def lab_lost(self) -> tuple[str, str] | None:
+        """(reason, message) when the running session's lab is gone; None while it answers, or for a short blip.
+
+        Nothing listening, or another certificate, means the lab is gone at once.
+        No answer at all (a crashed node, a cut network) is a blip until it has
+        lasted lost_after seconds: then the node is taken as lost.
+        """
         if not (self.started_at() and self.port and self.job_info.state == State.RUNNING):
-            return ""
+            return None
+        host = self.job_info.host or self.ip
         try:
-            await self.check_identity(self.job_info.host or self.ip, self.port)
+            await self.check_identity(host, self.port)
         except identity.IdentityError:
-            return f"another process answers on {self.job_info.host}:{self.port} in place of the lab"
+            return "lost", f"another process answers on {host}:{self.port} in place of your lab; the session was ended"
         except ConnectionRefusedError:
-            return f"nothing listens on {self.job_info.host}:{self.port} any more"
+            return "lab-died", f"your lab on {host} stopped (nothing listens on port {self.port} any more)"
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            # Unreachable is not gone: the node or the network may be slow.
-            self.log.info("Health check of %s's lab did not answer: %s", self.user.name, exc)
-        return ""
+            now = time.time()
+            self.unreachable_since = self.unreachable_since or now
+            silent = now - self.unreachable_since
+            if silent < self.lost_after:
+                self.log.info(
+                    "Health check of %s's lab on %s did not answer for %.0f s: %s", self._log_name, host, silent, exc
+                )
+                return None
+            since = time.strftime("%H:%M:%S %Z", time.localtime(self.unreachable_since))
+            return "node-lost", f"the node running your session, {host}, stopped answering at {since}"
+        self.unreachable_since = 0
+        return None
 
     def started_at(self) -> float:
         return float(self.session.get("started") or 0)
@@ -465,34 +513,46 @@ class CondorlabSpawner(CondorSpawner):
                 self.ending = False
             self.clear_state()
             return 0
-        problem = ""
+        problem = None
         if status in (JobStatus.PENDING, JobStatus.RUNNING):
-            problem = self.tampered()
-            if problem:
-                problem = f"its job was changed after submission: {problem}"
+            changed = self.tampered()
+            if changed:
+                problem = "changed", f"its job was changed after submission ({changed}); the session was ended"
             elif status == JobStatus.RUNNING:
                 problem = await self.lab_lost()
         if problem:
             # The route goes at once (JupyterHub removes it when poll reports
             # the end); the job is removed so nothing keeps the slot.
-            self.log.warning("Session job %s of %s ended: %s", self.job_id, self.user.name, problem)
-            if self.started_at():
-                self.record("stop", host=self.job_info.host or self.ip, reason="lost")
+            self.session_ended(*problem)
             await self._abandon()
             return 1
         if status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.UNKNOWN):
             return None
-        if self.job_info.state == State.HELD:
-            self.log.warning("Session job %s of %s is held: %s", self.job_id, self.user.name, self.job_info.hold_reason)
+        info = self.job_info
+        if info.state == State.HELD:
+            self.session_ended(*self.hold_explained())
             await self.cancel_batch_job()
-        elif self.job_info.state == State.IDLE:
-            self.log.warning("Session job %s of %s was evicted; the session ended", self.job_id, self.user.name)
-        if self.started_at():
-            self.record("stop", host=self.job_info.host or self.ip, reason=self.job_info.state.value)
-        if self.job_info.state in (State.GONE, State.HELD):
+        elif info.state == State.IDLE:
+            self.session_ended("evicted", f"HTCondor evicted your session's job from {info.host or self.ip}")
+        elif self.started_at():
+            self.session_ended(
+                "ended", f"your lab on {info.host or self.ip} exited (shut down from the lab, or it stopped)"
+            )
+        if info.state in (State.GONE, State.HELD):
             await self.clean_staging()
         self.clear_state()
         return 1
+
+    def hold_explained(self) -> tuple[str, str]:
+        """(reason, message) for a held session job, in the user's terms where HTCondor's code says what happened."""
+        info = self.job_info
+        if info.hold_code == MEMORY_HOLD and "memory" in info.hold_reason.lower():
+            limit = self.session.get("request_memory_mb") or info.request_memory_mb
+            return "memory", (
+                f"your session used more than {limit} MB of memory, what its profile requests; "
+                f"start a profile with more memory (HTCondor: {info.hold_reason})"
+            )
+        return "held", f"HTCondor held your session's job: {info.hold_reason}"
 
     # ---- what a waiting session waits for -------------------------------
 
@@ -548,6 +608,9 @@ class CondorlabSpawner(CondorSpawner):
 
     def _failure(self) -> StartFailed:
         if self.job_info.state == State.HELD:
+            reason, message = self.hold_explained()
+            if reason == "memory":
+                return StartFailed(f"The session job {self.job_id} was held: {message}")
             return StartFailed(f"The session job {self.job_id} was held by HTCondor: {self.job_info.hold_reason}")
         return StartFailed(
             f"The session job {self.job_id} ended before the lab started; see "
@@ -567,6 +630,7 @@ class CondorlabSpawner(CondorSpawner):
         deadline = loop.time() + max(1, int(self.start_timeout) - 2)
         self.ip = "0.0.0.0"  # noqa: S104 - placeholder until the job's host is known
         self.port = 0
+        self.last_end = {}  # a new session: the last one's notice has been read
         if self.server:
             self.server.port = 0
         await self.submit_batch_script()
@@ -662,10 +726,38 @@ class CondorlabSpawner(CondorSpawner):
                 return False
             await asyncio.sleep(1)
 
+    def last_activity(self) -> datetime.datetime | None:
+        """The session's last activity as JupyterHub saw it (the lab's reports, the proxy's traffic)."""
+        return getattr(self.orm_spawner, "last_activity", None) if self.orm_spawner is not None else None
+
+    def idle_for(self) -> float:
+        """Seconds since the session's last activity (0 when not known)."""
+        last = self.last_activity()
+        if last is None:
+            return 0.0
+        if last.tzinfo is None:
+            last = last.replace(tzinfo=datetime.UTC)
+        return (datetime.datetime.now(datetime.UTC) - last).total_seconds()
+
+    def idle_limit(self) -> int:
+        """The idle timeout of the session's user group (0: none)."""
+        group = next((g for g in self.groups() if g.get("name") == self.session.get("group")), None)
+        return contract.idle_timeout(group) if group else 0
+
     async def stop(self, now: bool = False):
         if not self.job_id:
             return
         self.log.info("Stopping session job %s of %s", self.job_id, self.user.name)
+        limit = self.idle_limit()
+        if self.stop_reason == "stopped" and limit and self.idle_for() >= limit:
+            # Nobody used it for the group's idle timeout: the group's idle culler ended it.
+            self.stop_reason = "idle"
+            self.last_end = {
+                "reason": "idle",
+                "message": f"nobody used it for {limit // 60} minutes, the idle limit of user group "
+                f"{self.session.get('group')}; your files were kept",
+                "time": round(time.time()),
+            }
         if self.started_at():
             self.record("stop", host=self.job_info.host or self.ip, reason=self.stop_reason)
         self.stop_reason = "stopped"

@@ -98,6 +98,8 @@ def test_the_rendered_description_is_the_site_template():
     assert "accounting_group = group_physics" in text and "accounting_group_user = alice" in text
     assert '+CondorlabGroup = "physics"' in text and '+CondorlabProfile = "big"' in text
     assert '+CondorlabServer = "alice/default"' in text
+    assert "job_lease_duration = 180" in text, "a lost node's job is given up in minutes, not 40"
+    assert "+CondorlabFallback = false" in text
     assert "tok" not in text, "the token never goes into the description"
 
 

@@ -522,3 +522,139 @@ def test_a_poll_during_a_walltime_stop_neither_removes_nor_records(spawner, tmp_
     assert len((tmp_path / "sessions.jsonl").read_text().splitlines()) == 1
     assert run(spawner.poll()) == 1, "afterwards the session is gone"
     assert len((tmp_path / "sessions.jsonl").read_text().splitlines()) == 1, "and no stray stop record"
+
+
+# ---- faults: a lost node, a dead lab, a session over its memory ----------
+
+
+def running_session(spawner, tmp_path=None):
+    spawner.job_id = "12"
+    spawner.port = 50001
+    spawner.check_options(spawner, {"profile": "physics/small"})
+    spawner.session = {**spawner.session, "started": time.time() - 60}
+    spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn2"))
+
+
+def test_a_short_blip_keeps_the_session_and_a_lost_node_ends_it(spawner, tmp_path):
+    running_session(spawner)
+    spawner.lost_after = 45
+    answers = []
+
+    async def check(host, port):
+        if answers.pop(0) == "timeout":
+            raise TimeoutError("no answer")
+
+    spawner.check_identity = check
+    clock = [1000.0]
+    original = time.time
+    time.time = lambda: clock[0]
+    try:
+        answers[:] = ["timeout", "ok", "timeout"]
+        assert run(spawner.poll()) is None, "first silence"
+        clock[0] += 30
+        assert run(spawner.poll()) is None and spawner.unreachable_since == 0, "it answered again: a blip"
+        clock[0] += 10
+        assert run(spawner.poll()) is None, "silent again, from now on"
+        for _ in range(6):
+            clock[0] += 10
+            answers.append("timeout")
+            result = run(spawner.poll())
+            if result is not None:
+                break
+    finally:
+        time.time = original
+    assert result == 1 and clock[0] - 1040 >= 45, "ended once it was silent for lost_after"
+    assert [c[0] for c in spawner.calls] == [("remove", "12"), ("clean", "default")]
+    assert spawner.last_end["reason"] == "node-lost"
+    assert spawner.last_end["message"].startswith("the node running your session, wn2, stopped answering at ")
+    (stop,) = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
+    assert (stop["event"], stop["reason"], stop["host"]) == ("stop", "node-lost", "wn2")
+
+
+def test_a_lab_that_died_ends_the_session_at_once(spawner):
+    running_session(spawner)
+
+    async def refused(host, port):
+        raise ConnectionRefusedError(111, "refused")
+
+    spawner.check_identity = refused
+    assert run(spawner.poll()) == 1
+    assert spawner.last_end["reason"] == "lab-died"
+    assert "your lab on wn2 stopped" in spawner.last_end["message"]
+
+
+def test_a_session_over_its_memory_is_ended_with_that_reason(spawner, tmp_path):
+    running_session(spawner)
+    spawner.status_cache = FakeCache(
+        JobInfo(
+            State.HELD,
+            host="wn2",
+            hold_code=34,
+            hold_reason="Error from slot2@wn2: Job has gone over cgroup memory limit of 512 megabytes. Peak usage: 600",
+        )
+    )
+    assert run(spawner.poll()) == 1
+    assert spawner.last_end["reason"] == "memory"
+    assert spawner.last_end["message"].startswith(
+        "your session used more than 512 MB of memory, what its profile requests; start a profile with more memory"
+    )
+    (stop,) = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
+    assert stop["reason"] == "memory" and "512 MB" in stop["detail"]
+
+
+def test_how_the_last_session_ended_outlives_it_and_is_shown_on_the_form(spawner):
+    running_session(spawner)
+
+    async def refused(host, port):
+        raise ConnectionRefusedError(111, "refused")
+
+    spawner.check_identity = refused
+    run(spawner.poll())
+    assert spawner.job_id == "" and spawner.session == {}
+    state = spawner.get_state()
+    spawner.last_end = {}
+    spawner.load_state(state)
+    assert spawner.last_end["reason"] == "lab-died", "kept in the hub's database"
+    spawner.status_cache = FakeCache(JobInfo(State.GONE), share=SHARE)
+    form = run(spawner.get_options_form())
+    assert 'id="condorlab-last-end"' in form and "your lab on wn2 stopped" in form
+    spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn1"))
+    del spawner.check_identity
+    run(start_reporting_port(spawner, 50001))
+    assert spawner.last_end == {}, "a new session: the notice has been read"
+
+
+def test_a_stop_after_the_group_s_idle_timeout_is_recorded_as_idle(spawner, tmp_path):
+    import datetime
+
+    running_session(spawner)
+    spawner.user_groups = [{**USER_GROUPS[0], "idle_timeout": 600}]
+    idle_since = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=700)
+    spawner.last_activity = lambda: idle_since.replace(tzinfo=None)  # as JupyterHub's database keeps it
+    spawner.status_cache = FakeCache(JobInfo(State.GONE))
+
+    async def shut():
+        return True
+
+    spawner.request_shutdown = shut
+    run(spawner.stop())
+    (stop,) = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
+    assert stop["reason"] == "idle"
+    assert spawner.last_end["message"].startswith("nobody used it for 10 minutes, the idle limit of user group physics")
+
+
+def test_a_stop_of_a_used_session_is_a_plain_stop(spawner, tmp_path):
+    import datetime
+
+    running_session(spawner)
+    spawner.user_groups = [{**USER_GROUPS[0], "idle_timeout": 600}]
+    spawner.last_activity = lambda: datetime.datetime.now(datetime.UTC)
+    spawner.status_cache = FakeCache(JobInfo(State.GONE))
+
+    async def shut():
+        return True
+
+    spawner.request_shutdown = shut
+    run(spawner.stop())
+    (stop,) = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
+    assert stop["reason"] == "stopped" and spawner.last_end == {}

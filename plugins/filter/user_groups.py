@@ -75,7 +75,7 @@ PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 DURATION_PART = re.compile(r"([0-9]+)\s*([dhms])", re.IGNORECASE)
 CLOCK = re.compile(r"^([0-9]+):([0-5][0-9])(?::([0-5][0-9]))?$")
 DURATION_FACTORS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-GROUP_KEYS = {"name", "unix_groups", "accounting_group", "quota", "accept_surplus", "profiles"}
+GROUP_KEYS = {"name", "unix_groups", "accounting_group", "quota", "accept_surplus", "idle_timeout", "profiles"}
 PROFILE_KEYS = {"name", "label", "cpus", "memory", "gpus", "walltime", "requirements", "fallback"}
 PLACEHOLDERS = re.compile(r"^(changeme|change-me|todo|xxx+|placeholder|example)$", re.IGNORECASE)
 
@@ -134,6 +134,12 @@ def _label(profile: dict, memory_mb: int, seconds: int) -> str:
     return f"{profile['name']}: {cpus} CPU{'s' if cpus != 1 else ''}, {memory}{gpus}, up to {hours}"
 
 
+def _idle_timeout(group) -> int:
+    """Seconds without activity after which a session of the group is ended; 0: never."""
+    value = group.get("idle_timeout", contract.DEFAULT_IDLE_TIMEOUT)
+    return 0 if value in (0, "0") else condorlab_walltime_seconds(value)
+
+
 def condorlab_profiles(groups) -> list[dict]:
     """The user groups with numbers instead of units, for the hub and the job helper."""
     problems = condorlab_user_groups_errors(groups)
@@ -162,6 +168,7 @@ def condorlab_profiles(groups) -> list[dict]:
                 "name": group["name"],
                 "unix_groups": list(group["unix_groups"]),
                 "accounting_group": _accounting_group(group),
+                "idle_timeout": _idle_timeout(group),
                 "profiles": profiles,
             }
         )
@@ -366,6 +373,15 @@ def condorlab_user_groups_errors(groups, node_size=None) -> list[str]:
         problems.extend(quota_problems)
         if not quota_problems and isinstance(group.get("quota"), dict) and "dynamic" in group["quota"]:
             dynamic_total += float(group["quota"]["dynamic"])
+        try:
+            idle = _idle_timeout(group)
+        except AnsibleFilterError:
+            idle = -1
+        if idle != 0 and idle < 60:
+            problems.append(
+                f"{where}: idle_timeout is {group.get('idle_timeout')!r}; give a duration of a minute or more "
+                "(e.g. 2h), or 0 to never end idle sessions"
+            )
         surplus = group.get("accept_surplus", True)
         if not isinstance(surplus, bool):
             problems.append(f"{where}: accept_surplus is {surplus!r}; give true or false")

@@ -157,6 +157,8 @@ MALFORMED = [
     ("quota-static-zero", broken("1.quota", {"static": 0}), "quota.static is 0"),
     ("quotas-over-the-pool", broken("1.quota", {"dynamic": 0.5}), "dynamic quotas add up to 1.1"),
     ("bad-surplus", broken("1.accept_surplus", "yes"), "accept_surplus is 'yes'"),
+    ("bad-idle-timeout", broken("1.idle_timeout", "a while"), "idle_timeout is 'a while'; give a duration"),
+    ("too-short-idle-timeout", broken("0.idle_timeout", "30s"), "idle_timeout is '30s'; give a duration of a minute"),
     ("no-profiles", broken("0.profiles", []), "profiles is []; give the group at least one profile"),
     ("profile-not-a-mapping", broken("0.profiles.0", "small"), "is 'small', not a mapping"),
     ("bad-profile-name", broken("0.profiles.0.name", "Small!"), "name is 'Small!'"),

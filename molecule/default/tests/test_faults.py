@@ -1,0 +1,228 @@
+"""Faults on the test bed, done for real: a lost execute node, a dead lab, orphaned jobs, an idle
+session, restarts of the hub, the schedd and the central manager. Each test asserts the outcome and
+prints what it measured (detection or recovery time)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+from conftest import hub_client, set_passwords, wait_for
+
+USERS = ("alice", "bob", "carol", "erin.lee", "frank", "judy")
+
+
+@pytest.fixture(scope="module")
+def logins(hub):
+    return set_passwords(hub, USERS)
+
+
+@pytest.fixture(scope="module")
+def client(outsider, hub, logins):
+    return hub_client(outsider, hub, logins)
+
+
+def on_outsider(*args: str) -> subprocess.Popen:
+    """hubclient.py on the outsider host, in the background."""
+    return subprocess.Popen(
+        ["podman", "exec", "outsider", "python3", "/tmp/hubclient.py", *args], stdout=subprocess.PIPE, text=True
+    )
+
+
+@pytest.fixture
+def report(capsys):
+    """Print a measured figure where the test run shows it."""
+
+    def say(text: str) -> None:
+        with capsys.disabled():
+            print(f"\n  [fault suite] {text}")
+
+    return say
+
+
+def podman(*args: str) -> str:
+    return subprocess.run(["podman", *args], check=True, capture_output=True, text=True, timeout=120).stdout
+
+
+def session_jobs(hub, user: str, constraint: str = "true") -> list[dict]:
+    out = hub.check_output(
+        f"condor_q -all -json -constraint 'Owner == \"{user}\" && CondorlabSession =?= true && ({constraint})' "
+        "-attributes ClusterId,JobStatus,RemoteHost"
+    )
+    return json.loads(out) if out.strip() else []
+
+
+def servers(client, user: str) -> dict:
+    model = client("get", user, f"/hub/api/users/{user}")
+    return json.loads(model["text"]).get("servers") or {}
+
+
+def started(client, user: str, options: dict | None = None) -> dict:
+    result = client("start", user, "120", *([json.dumps(options)] if options else []))
+    assert "ready_after" in result, result
+    return result
+
+
+def records(hub, user: str) -> list[dict]:
+    lines = hub.file("/var/lib/jupyterhub/accounting/sessions.jsonl").content_string.splitlines()
+    return [r for r in map(json.loads, lines) if r.get("user") == user]
+
+
+def node_of(job: dict) -> str:
+    return job["RemoteHost"].rsplit("@", 1)[-1].split(".")[0]
+
+
+def slots_of(cm, node: str) -> int:
+    return len(cm.check_output(f"condor_status -constraint 'Machine == \"{node}\"' -af Name").split())
+
+
+def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, report):
+    started(client, "alice")
+    (job,) = session_jobs(hub, "alice", "JobStatus == 2")
+    node = node_of(job)
+    killed = time.monotonic()
+    podman("kill", node)
+    try:
+        assert wait_for(lambda: not servers(client, "alice"), 150, interval=2), "the hub ends the session"
+        detected = time.monotonic() - killed
+        form = client("get", "alice", "/hub/spawn")["text"]
+        assert f"the node running your session, {node}, stopped answering at" in form, form[-2000:]
+        again = started(client, "alice")
+        ready = time.monotonic() - killed
+        (new,) = session_jobs(hub, "alice", "JobStatus == 2")
+        assert new["ClusterId"] != job["ClusterId"] and node_of(new) != node
+        report(
+            f"node loss ({node} killed): session ended after {detected:.1f} s, a new session ready after "
+            f"{ready:.1f} s (its own start {again['ready_after']:.1f} s)"
+        )
+        stop = [r for r in records(hub, "alice") if r["event"] == "stop"][-2]
+        assert (stop["job"], stop["reason"]) == (str(job["ClusterId"]), "node-lost")
+    finally:
+        client("stop", "alice")
+        podman("start", node)
+        assert wait_for(lambda: slots_of(cm, node) >= 2, 240, interval=3), f"{node} is back in the pool"
+
+
+def test_a_dead_lab_ends_the_session_at_once(client, hub, execute_nodes, report):
+    started(client, "bob")
+    (job,) = session_jobs(hub, "bob", "JobStatus == 2")
+    node = next(n for n in execute_nodes if n.backend.name == node_of(job))
+    killed = time.monotonic()
+    node.check_output("pkill -KILL -u bob -f jupyterhub-singleuser")
+    assert wait_for(lambda: not servers(client, "bob"), 60, interval=1), "the hub ends the session"
+    report(f"lab killed on {node_of(job)}: session ended after {time.monotonic() - killed:.1f} s")
+    form = client("get", "bob", "/hub/spawn")["text"]
+    assert f"your lab on {node_of(job)}" in form, form[-2000:]
+    started(client, "bob")
+    client("stop", "bob")
+
+
+def test_orphaned_session_jobs_are_swept_and_the_hub_s_own_kept(client, hub, report):
+    own = started(client, "bob")
+    (kept,) = session_jobs(hub, "bob", "JobStatus == 2")
+    grace = int(
+        hub.check_output("grep -o -- '--grace\", \"[0-9]*' /etc/jupyterhub/jupyterhub_config.py").split('"')[-1]
+    )
+    # A job as an older deployment or a lost hub database leaves it: it names a server the hub does not have.
+    orphan = hub.check_output(
+        "cd /tmp && runuser -u carol -- condor_submit -terse -a 'executable = /bin/sleep' -a 'arguments = 3600' "
+        "-a 'transfer_executable = false' -a 'should_transfer_files = YES' -a 'requirements = false' "
+        "-a '+CondorlabSession = true' -a '+CondorlabServer = \"carol/named-gone\"' -a '+CondorlabWalltime = 1800' "
+        "-a 'queue' /dev/null"
+    ).split(".")[0]
+    submitted = time.monotonic()
+    try:
+        assert wait_for(lambda: not session_jobs(hub, "carol", f"ClusterId == {orphan}"), grace + 120, interval=3)
+        swept = time.monotonic() - submitted
+        log = hub.check_output("journalctl -u jupyterhub --no-pager -o cat --since '-10 min'")
+        assert f"Removed session job {orphan} of carol (carol/named-gone)" in log
+        (still,) = session_jobs(hub, "bob", "JobStatus == 2")
+        assert still["ClusterId"] == kept["ClusterId"] and servers(client, "bob")[""]["ready"]
+        report(f"orphan removed {swept:.1f} s after submission (grace {grace} s); the hub's own session kept")
+    finally:
+        hub.run(f"condor_rm {orphan}")
+        client("stop", "bob")
+    assert own
+
+
+def test_an_idle_session_is_ended_like_a_stop(client, hub, report):
+    result = started(client, "judy")
+    began = time.monotonic()
+    assert wait_for(lambda: not servers(client, "judy"), 240, interval=3), "the trial group's culler ends it"
+    report(f"idle session ended {time.monotonic() - began:.1f} s after it was ready (idle timeout 60 s)")
+    stop = records(hub, "judy")[-1]
+    assert (stop["event"], stop["reason"]) == ("stop", "idle"), stop
+    assert not session_jobs(hub, "judy", "JobStatus != 3"), "the job ended (its files came back)"
+    form = client("get", "judy", "/hub/spawn")["text"]
+    assert "nobody used it for 1 minutes" in form or "nobody used it for 1 minute" in form, form[-2000:]
+    assert result
+
+
+@pytest.fixture(scope="module")
+def four_sessions(client, hub):
+    users = ("alice", "bob", "carol", "erin.lee")
+    for user in users:
+        started(client, user)
+    yield users
+    for user in users:
+        client("stop", user)
+
+
+def reachable(client, users) -> list[str]:
+    return [u for u in users if client("get", u, f"/user/{u}/api/status")["status"] == 200]
+
+
+def test_a_hub_restart_leaves_every_session_running_and_reachable(client, hub, logins, four_sessions, report):
+    jobs = {u: session_jobs(hub, u, "JobStatus == 2")[0]["ClusterId"] for u in four_sessions}
+    hammer = on_outsider("hammer", "alice", logins["alice"], "40")
+    time.sleep(5)
+    restarted = time.monotonic()
+    hub.check_output("systemctl restart jupyterhub")
+    assert wait_for(
+        lambda: hub.run("curl -sf --cacert /etc/condorlab/public-tls/ca.crt https://localhost:8443/hub/api/").rc == 0,
+        60,
+    )
+    back = time.monotonic() - restarted
+    answers = json.loads(hammer.communicate(timeout=90)[0])["answers"]
+    assert reachable(client, four_sessions) == list(four_sessions)
+    assert {u: session_jobs(hub, u, "JobStatus == 2")[0]["ClusterId"] for u in four_sessions} == jobs
+    failed = sum(n for code, n in answers.items() if code != "200")
+    report(f"hub restart: API back after {back:.1f} s; 4/4 sessions kept; token requests to a lab: {answers}")
+    assert failed == 0, answers
+
+
+@pytest.mark.parametrize(("host", "what"), [("hub", "the schedd"), ("cm", "the central manager")])
+def test_a_condor_restart_leaves_every_session_running(client, hub, cm, four_sessions, host, what, report):
+    node = hub if host == "hub" else cm
+    jobs = {u: session_jobs(hub, u, "JobStatus == 2")[0]["ClusterId"] for u in four_sessions}
+    restarted = time.monotonic()
+    node.check_output("systemctl restart condor")
+    assert wait_for(lambda: hub.run("condor_q -totals").rc == 0 and cm.run("condor_status -total").rc == 0, 120)
+    back = time.monotonic() - restarted
+    time.sleep(15)  # more than one poll of the hub
+    assert reachable(client, four_sessions) == list(four_sessions)
+    after = {u: [j["ClusterId"] for j in session_jobs(hub, u, "JobStatus == 2")] for u in four_sessions}
+    assert after == {u: [c] for u, c in jobs.items()}
+    report(f"restart of {what}: answering again after {back:.1f} s; 4/4 sessions kept and reachable")
+
+
+def test_a_start_while_the_central_manager_is_down_waits_and_succeeds(client, cm, logins, report):
+    cm.check_output("systemctl stop condor")
+    try:
+        pending = on_outsider("start", "frank", logins["frank"], "200")
+        time.sleep(20)
+        assert pending.poll() is None, "the start waits while the central manager is down"
+    finally:
+        cm.check_output("systemctl start condor")
+    back = time.monotonic()
+    result = json.loads(pending.communicate(timeout=240)[0])
+    try:
+        assert "ready_after" in result, result
+        report(
+            f"start with the central manager down for 20 s: ready {result['ready_after']:.1f} s after the request, "
+            f"{time.monotonic() - back:.1f} s after the central manager came back"
+        )
+    finally:
+        client("stop", "frank")
