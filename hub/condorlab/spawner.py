@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import html
 import json
 import os
 import ssl
@@ -777,6 +778,24 @@ class CondorlabSpawner(CondorSpawner):
             await self.clean_staging()
 
 
+def session_ends_notice(user) -> str | None:
+    """The hub's home page note on how long the user's running session may still run (its walltime)."""
+    spawner = getattr(user, "spawner", None) if user is not None else None
+    session = getattr(spawner, "session", None) or {}
+    started, walltime = session.get("started"), session.get("walltime")
+    if not (started and walltime):
+        return None
+    ends = float(started) + int(walltime)
+    left = max(0, int(ends - time.time()))
+    when = time.strftime("%H:%M %Z", time.localtime(ends))
+    return (
+        f"Your session on {html.escape(str(spawner.ip))} may run until {when} "
+        f"({left // 3600} h {left % 3600 // 60:02d} min left, the walltime of profile "
+        f"{html.escape(str(session.get('group')))}/{html.escape(str(session.get('profile')))}); "
+        "it is then ended like a stop and your files are kept."
+    )
+
+
 def name_covers(alt_name: str, host: str) -> bool:
     """Whether a subjectAltName entry ("DNS:wn1.example.org", "DNS:*.example.org") names host."""
     if not alt_name.startswith("DNS:"):
@@ -789,4 +808,4 @@ def name_covers(alt_name: str, host: str) -> bool:
     return host == pattern
 
 
-__all__ = ["CondorlabSpawner", "name_covers"]
+__all__ = ["CondorlabSpawner", "name_covers", "session_ends_notice"]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from types import SimpleNamespace
 
@@ -658,3 +659,15 @@ def test_a_stop_of_a_used_session_is_a_plain_stop(spawner, tmp_path):
     run(spawner.stop())
     (stop,) = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
     assert stop["reason"] == "stopped" and spawner.last_end == {}
+
+
+def test_the_home_page_says_how_long_the_session_may_run(spawner):
+    from condorlab.spawner import session_ends_notice
+
+    assert session_ends_notice(None) is None
+    assert session_ends_notice(SimpleNamespace(spawner=spawner)) is None, "no session"
+    running_session(spawner)
+    spawner.ip = "wn2"
+    note = session_ends_notice(SimpleNamespace(spawner=spawner))
+    assert note.startswith("Your session on wn2 may run until ")
+    assert re.search(r"\(0 h 5[0-9] min left, the walltime of profile physics/small\)", note), note

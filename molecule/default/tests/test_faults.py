@@ -174,6 +174,11 @@ def reachable(client, users) -> list[str]:
     return [u for u in users if client("get", u, f"/user/{u}/api/status")["status"] == 200]
 
 
+def test_the_home_page_says_how_long_a_session_may_run(client, four_sessions):
+    text = client("get", "alice", "/hub/home")["text"]
+    assert "Your session on wn" in text and "may run until" in text and "physics/small" in text, text[-3000:]
+
+
 def test_a_hub_restart_leaves_every_session_running_and_reachable(client, hub, logins, four_sessions, report):
     jobs = {u: session_jobs(hub, u, "JobStatus == 2")[0]["ClusterId"] for u in four_sessions}
     hammer = on_outsider("hammer", "alice", logins["alice"], "40")
