@@ -74,16 +74,39 @@ def node_of(job: dict) -> str:
     return job["RemoteHost"].rsplit("@", 1)[-1].split(".")[0]
 
 
-def slots_of(cm, node: str) -> int:
-    return len(cm.check_output(f"condor_status -constraint 'Machine == \"{node}\"' -af Name").split())
+def slots_since(cm, node: str, since: float) -> int:
+    """The slots a node's startd started after ``since`` (epoch) advertises: it is back in the pool."""
+    out = cm.check_output(
+        f"condor_status -constraint 'Machine == \"{node}\" && DaemonStartTime > {int(since)}' -af Name"
+    )
+    return len(out.split())
+
+
+def crash(node: str) -> tuple[str, str]:
+    """Kill a node's container (its kernel, as far as the others can tell); return its network and address."""
+    network, address = podman(
+        "inspect",
+        node,
+        "--format",
+        "{{range $name, $net := .NetworkSettings.Networks}}{{$name}} {{$net.IPAddress}}{{end}}",
+    ).split()
+    podman("kill", node)
+    return network, address
+
+
+def boot(node: str, network: str, address: str) -> None:
+    """Start the node again with its address, as a rebooted machine comes back (the firewall names addresses)."""
+    podman("network", "disconnect", network, node)
+    podman("network", "connect", "--ip", address, network, node)
+    podman("start", node)
 
 
 def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, report):
     started(client, "alice")
     (job,) = session_jobs(hub, "alice", "JobStatus == 2")
     node = node_of(job)
-    killed = time.monotonic()
-    podman("kill", node)
+    killed, killed_at = time.monotonic(), time.time()
+    network, address = crash(node)
     try:
         assert wait_for(lambda: not servers(client, "alice"), 150, interval=2), "the hub ends the session"
         detected = time.monotonic() - killed
@@ -101,8 +124,8 @@ def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, re
         assert (stop["job"], stop["reason"]) == (str(job["ClusterId"]), "node-lost")
     finally:
         client("stop", "alice")
-        podman("start", node)
-        assert wait_for(lambda: slots_of(cm, node) >= 2, 240, interval=3), f"{node} is back in the pool"
+        boot(node, network, address)
+        assert wait_for(lambda: slots_since(cm, node, killed_at) >= 2, 240, interval=3), f"{node} is back in the pool"
 
 
 def test_a_dead_lab_ends_the_session_at_once(client, hub, execute_nodes, report):
