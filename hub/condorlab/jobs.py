@@ -127,6 +127,26 @@ def host_of(remote_host: str) -> str:
     return remote_host.rsplit("@", 1)[-1] if remote_host else ""
 
 
+def plain(ad, key: str) -> str | int | float | bool | None:
+    """An attribute of a ClassAd as a plain Python value, taken while the ad lives.
+
+    An attribute that is an expression (a job without request_memory has
+    RequestMemory = ifthenelse(...)) is evaluated; what is not a string,
+    number or boolean becomes None. The bindings' expression objects point into
+    their ad and must never outlive it: reading one after the ad is freed
+    crashes the process.
+    """
+    import classad
+
+    value = ad.get(key)
+    if isinstance(value, classad.ExprTree):
+        try:
+            value = ad.eval(key)
+        except Exception:  # an expression that does not evaluate here
+            return None
+    return value if isinstance(value, str | int | float | bool) else None
+
+
 def _default_share_query() -> list[dict[str, Any]]:
     import htcondor
 
@@ -135,7 +155,7 @@ def _default_share_query() -> list[dict[str, Any]]:
         constraint=f"{SHARE_SLOT_ATTR} =?= true && PartitionableSlot =?= true",
         projection=SHARE_PROJECTION,
     )
-    return [{k: ad.get(k) for k in SHARE_PROJECTION} for ad in ads]
+    return [{k: plain(ad, k) for k in SHARE_PROJECTION} for ad in ads]
 
 
 def _default_query() -> list[dict[str, Any]]:
@@ -143,7 +163,7 @@ def _default_query() -> list[dict[str, Any]]:
 
     schedd = htcondor.Schedd()
     ads = schedd.query(constraint=f"{ATTRS.session} =?= true", projection=PROJECTION)
-    return [{k: ad.get(k) for k in PROJECTION} for ad in ads]
+    return [{k: plain(ad, k) for k in PROJECTION} for ad in ads]
 
 
 class JobStatusCache:

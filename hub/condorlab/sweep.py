@@ -163,9 +163,11 @@ def hub_users(api_url: str, token: str, context: ssl.SSLContext | None, page: in
 def schedd_session_ads() -> list[dict]:
     import htcondor  # the distribution's bindings
 
+    from .jobs import plain
+
     projection = ["ClusterId", "Owner", "JobStatus", "QDate", ATTRS.server]
     ads = htcondor.Schedd().query(constraint=f"{ATTRS.session} =?= true", projection=projection)
-    return [{k: ad.get(k) for k in projection} for ad in ads]
+    return [{k: plain(ad, k) for k in projection} for ad in ads]
 
 
 def remove_as_owner(helper: str, job: Job) -> None:

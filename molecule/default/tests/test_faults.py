@@ -120,8 +120,8 @@ def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, re
             f"node loss ({node} killed): session ended after {detected:.1f} s, a new session ready after "
             f"{ready:.1f} s (its own start {again['ready_after']:.1f} s)"
         )
-        stop = [r for r in records(hub, "alice") if r["event"] == "stop"][-2]
-        assert (stop["job"], stop["reason"]) == (str(job["ClusterId"]), "node-lost")
+        (stop,) = [r for r in records(hub, "alice") if r["event"] == "stop" and r["job"] == str(job["ClusterId"])]
+        assert stop["reason"] == "node-lost", stop
     finally:
         client("stop", "alice")
         boot(node, network, address)
@@ -145,10 +145,12 @@ def test_a_dead_lab_ends_the_session_at_once(client, hub, execute_nodes, report)
 def test_orphaned_session_jobs_are_swept_and_the_hub_s_own_kept(client, hub, report):
     own = started(client, "bob")
     (kept,) = session_jobs(hub, "bob", "JobStatus == 2")
+    restarts = hub.check_output("systemctl show jupyterhub -p NRestarts --value")
     grace = int(
         hub.check_output("grep -o -- '--grace\", \"[0-9]*' /etc/jupyterhub/jupyterhub_config.py").split('"')[-1]
     )
     # A job as an older deployment or a lost hub database leaves it: it names a server the hub does not have.
+    # It asks for no memory, so its RequestMemory is an expression (the hub must read it safely).
     orphan = hub.check_output(
         "cd /tmp && runuser -u carol -- condor_submit -terse -a 'executable = /bin/sleep' -a 'arguments = 3600' "
         "-a 'transfer_executable = false' -a 'should_transfer_files = YES' -a 'requirements = false' "
@@ -161,6 +163,7 @@ def test_orphaned_session_jobs_are_swept_and_the_hub_s_own_kept(client, hub, rep
         swept = time.monotonic() - submitted
         log = hub.check_output("journalctl -u jupyterhub --no-pager -o cat --since '-10 min'")
         assert f"Removed session job {orphan} of carol (carol/named-gone)" in log
+        assert hub.check_output("systemctl show jupyterhub -p NRestarts --value") == restarts, "the hub kept running"
         (still,) = session_jobs(hub, "bob", "JobStatus == 2")
         assert still["ClusterId"] == kept["ClusterId"] and servers(client, "bob")[""]["ready"]
         report(f"orphan removed {swept:.1f} s after submission (grace {grace} s); the hub's own session kept")
