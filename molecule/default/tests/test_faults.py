@@ -60,6 +60,7 @@ def servers(client, user: str) -> dict:
 
 
 def started(client, user: str, options: dict | None = None) -> dict:
+    client("stop", user)  # nothing left from an earlier test
     result = client("start", user, "120", *([json.dumps(options)] if options else []))
     assert "ready_after" in result, result
     return result
