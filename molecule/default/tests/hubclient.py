@@ -133,35 +133,6 @@ class Client:
             result["stream_end"] = str(exc)
         return result
 
-    def hammer(self, seconds: float) -> dict:
-        """Requests to the user's lab with an API token (no cookie), as a script would, for a while.
-
-        Counts the answers by status (0: no answer). Run it across a hub restart.
-        """
-        _, _, text = self.request("GET", f"/hub/api/users/{self.user}")
-        self.learn_origin(json.loads(text))
-        status, _, text = self.request("POST", f"/hub/api/users/{self.user}/tokens", body={"expires_in": 900})
-        token = json.loads(text)["token"] if status == 200 else ""
-        counts: dict[str, int] = {}
-        deadline = time.monotonic() + seconds
-        bare = urllib.request.build_opener(
-            urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=CA_FILE))
-        )
-        while time.monotonic() < deadline:
-            req = urllib.request.Request(
-                url_of(f"/user/{self.user}/api/status", self.origins), headers={"Authorization": f"token {token}"}
-            )
-            try:
-                with bare.open(req, timeout=10) as resp:
-                    code = resp.status
-            except urllib.error.HTTPError as exc:
-                code = exc.code
-            except OSError:
-                code = 0
-            counts[str(code)] = counts.get(str(code), 0) + 1
-            time.sleep(0.2)
-        return {"token_created": status, "answers": counts}
-
     def stop(self) -> dict:
         t0 = time.monotonic()
         status, _, text = self.request("DELETE", f"/hub/api/users/{self.user}/server")
@@ -185,8 +156,6 @@ def main() -> None:
         out.update(client.start(float(args[0]) if args else 180, options))
     elif command == "stop":
         out.update(client.stop())
-    elif command == "hammer":
-        out.update(client.hammer(float(args[0])))
     elif command == "progress":
         options = json.loads(args[1]) if len(args) > 1 else None
         out.update(client.progress(float(args[0]), options))

@@ -24,13 +24,6 @@ def client(outsider, hub, logins):
     return hub_client(outsider, hub, logins)
 
 
-def on_outsider(*args: str) -> subprocess.Popen:
-    """hubclient.py on the outsider host, in the background."""
-    return subprocess.Popen(
-        ["podman", "exec", "outsider", "python3", "/tmp/hubclient.py", *args], stdout=subprocess.PIPE, text=True
-    )
-
-
 @pytest.fixture
 def report(capsys):
     """Print a measured figure where the test run shows it."""
@@ -206,10 +199,8 @@ def test_the_home_page_says_how_long_a_session_may_run(client, four_sessions):
     assert "Your session on wn" in text and "may run until" in text and "physics/small" in text, text[-3000:]
 
 
-def test_a_hub_restart_leaves_every_session_running_and_reachable(client, hub, logins, four_sessions, report):
+def test_a_hub_restart_leaves_every_session_running_and_reachable(client, hub, four_sessions, report):
     jobs = {u: session_jobs(hub, u, "JobStatus == 2")[0]["ClusterId"] for u in four_sessions}
-    hammer = on_outsider("hammer", "alice", logins["alice"], "40")
-    time.sleep(5)
     restarted = time.monotonic()
     hub.check_output("systemctl restart jupyterhub")
     assert wait_for(
@@ -217,12 +208,9 @@ def test_a_hub_restart_leaves_every_session_running_and_reachable(client, hub, l
         60,
     )
     back = time.monotonic() - restarted
-    answers = json.loads(hammer.communicate(timeout=90)[0])["answers"]
     assert reachable(client, four_sessions) == list(four_sessions)
     assert {u: session_jobs(hub, u, "JobStatus == 2")[0]["ClusterId"] for u in four_sessions} == jobs
-    failed = sum(n for code, n in answers.items() if code != "200")
-    report(f"hub restart: API back after {back:.1f} s; 4/4 sessions kept; token requests to a lab: {answers}")
-    assert failed == 0, answers
+    report(f"hub restart: API back after {back:.1f} s; 4/4 sessions kept and reachable through the proxy")
 
 
 @pytest.mark.parametrize(("host", "what"), [("hub", "the schedd"), ("cm", "the central manager")])
@@ -238,23 +226,3 @@ def test_a_condor_restart_leaves_every_session_running(client, hub, cm, four_ses
     after = {u: [j["ClusterId"] for j in session_jobs(hub, u, "JobStatus == 2")] for u in four_sessions}
     assert after == {u: [c] for u, c in jobs.items()}
     report(f"restart of {what}: answering again after {back:.1f} s; 4/4 sessions kept and reachable")
-
-
-def test_a_start_while_the_central_manager_is_down_waits_and_succeeds(client, cm, logins, report):
-    cm.check_output("systemctl stop condor")
-    try:
-        pending = on_outsider("start", "frank", logins["frank"], "200")
-        time.sleep(20)
-        assert pending.poll() is None, "the start waits while the central manager is down"
-    finally:
-        cm.check_output("systemctl start condor")
-    back = time.monotonic()
-    result = json.loads(pending.communicate(timeout=240)[0])
-    try:
-        assert "ready_after" in result, result
-        report(
-            f"start with the central manager down for 20 s: ready {result['ready_after']:.1f} s after the request, "
-            f"{time.monotonic() - back:.1f} s after the central manager came back"
-        )
-    finally:
-        client("stop", "frank")
