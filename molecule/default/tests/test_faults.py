@@ -176,7 +176,7 @@ def test_an_idle_session_is_ended_like_a_stop(client, hub, report):
     assert (stop["event"], stop["reason"]) == ("stop", "idle"), stop
     assert not session_jobs(hub, "judy", "JobStatus != 3"), "the job ended (its files came back)"
     form = client("get", "judy", "/hub/spawn")["text"]
-    assert "nobody used it for 1 minutes" in form or "nobody used it for 1 minute" in form, form[-2000:]
+    assert "nobody used it for 1 minute, the idle limit of user group trial" in form, form[-2000:]
     assert result
 
 
