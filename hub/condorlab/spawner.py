@@ -754,9 +754,10 @@ class CondorlabSpawner(CondorSpawner):
             # Nobody used it for the group's idle timeout: the group's idle culler ended it.
             self.stop_reason = "idle"
             minutes = limit // 60
+            idle = f"{minutes} minute{'' if minutes == 1 else 's'}"
             self.last_end = {
                 "reason": "idle",
-                "message": f"nobody used it for {minutes} minute{'' if minutes == 1 else 's'}, the idle limit of user group "
+                "message": f"nobody used it for {idle}, the idle limit of user group "
                 f"{self.session.get('group')}; your files were kept",
                 "time": round(time.time()),
             }
