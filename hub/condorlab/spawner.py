@@ -494,6 +494,15 @@ class CondorlabSpawner(CondorSpawner):
         return float(self.session.get("started") or 0)
 
     async def poll(self):
+        # JupyterHub polls from its periodic check and from page requests at
+        # the same time: one poll at a time decides, so a session ends once.
+        if self.ending:
+            return None  # a walltime stop is under way; its end is reported once, by that poll
+        lock = self.__dict__.setdefault("_poll_lock", asyncio.Lock())
+        async with lock:
+            return await self._poll()
+
+    async def _poll(self):
         if self.ending:
             return None  # a walltime stop is under way; its end is reported once, by that poll
         status = await self.query_job_status()
@@ -626,9 +635,10 @@ class CondorlabSpawner(CondorSpawner):
 
     async def start(self):
         # JupyterHub's start_timeout runs from here: give up with the reason
-        # just before it, counting the submission too.
+        # 15 s before it (removing the job and its staged files takes a few
+        # seconds), counting the submission too.
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(1, int(self.start_timeout) - 2)
+        deadline = loop.time() + max(1, int(self.start_timeout) - 15)
         self.ip = "0.0.0.0"  # noqa: S104 - placeholder until the job's host is known
         self.port = 0
         self.last_end = {}  # a new session: the last one's notice has been read

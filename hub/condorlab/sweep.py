@@ -69,7 +69,11 @@ def hub_view(users: Iterable[dict]) -> HubView:
     starting: set[str] = set()
     for user in users:
         name = str(user.get("name") or "")
+        if "servers" not in user:
+            raise ValueError(f"the hub shows no servers of {name} (the service needs read:servers)")
         for server_name, server in (user.get("servers") or {}).items():
+            if "state" not in server:
+                raise ValueError(f"the hub shows no state of {name}'s servers (the service needs admin:server_state)")
             job = str((server.get("state") or {}).get("job_id") or "").split(".")[0]
             if job.isdigit():
                 job_ids.add((name, int(job)))

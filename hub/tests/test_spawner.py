@@ -671,3 +671,22 @@ def test_the_home_page_says_how_long_the_session_may_run(spawner):
     note = session_ends_notice(SimpleNamespace(spawner=spawner))
     assert note.startswith("Your session on wn2 may run until ")
     assert re.search(r"\(0 h 5[0-9] min left, the walltime of profile physics/small\)", note), note
+
+
+def test_two_polls_at_once_end_a_lost_session_once(spawner, tmp_path):
+    running_session(spawner)
+
+    async def refused(host, port):
+        await asyncio.sleep(0.05)
+        raise ConnectionRefusedError(111, "refused")
+
+    spawner.check_identity = refused
+
+    async def both():
+        return await asyncio.gather(spawner.poll(), spawner.poll())
+
+    results = run(both())
+    assert all(r is not None for r in results)
+    assert [c[0] for c in spawner.calls].count(("remove", "12")) == 1, spawner.calls
+    stops = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
+    assert [s["reason"] for s in stops] == ["lab-died"]

@@ -63,6 +63,15 @@ def test_nothing_is_removed_when_the_hub_or_the_schedd_does_not_answer():
     assert run(sweeper, NOW + 100) == [11, 40, 50]
 
 
+def test_a_view_without_job_ids_removes_nothing():
+    """Without admin:server_state every session would look orphaned: the round is skipped instead."""
+    sweeper = sweep.Sweeper(grace=0)
+    no_state = [{"name": "alice", "servers": {"": {"ready": True, "pending": None}}}]
+    no_servers = [{"name": "alice"}]
+    assert run(sweeper, NOW + 100, users=lambda: no_state) == []
+    assert run(sweeper, NOW + 100, users=lambda: no_servers) == []
+
+
 def test_only_a_user_name_the_hub_could_own_reaches_sudo():
     job = sweep.Job(cluster=1, owner="root; rm", server="x/default", status=2, queued_at=0)
     try:

@@ -68,7 +68,8 @@ _value:
 # Any name a directory may hold that can go in a map line (no blanks, no separators);
 # only those of contract.USER_NAME get an accounting group.
 DIRECTORY_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\$?$")
-GROUP_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# Ends with a letter or digit: the group's JupyterHub group, role and idle-culler service are named after it.
+GROUP_NAME = re.compile(r"^[a-z](?:[a-z0-9_-]{0,30}[a-z0-9])?$")
 UNIX_GROUP = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\$?$")
 ACCOUNTING_GROUP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")

@@ -145,6 +145,7 @@ MALFORMED = [
     ("group-not-a-mapping", ["physics"], "not a mapping with name, unix_groups and profiles"),
     ("missing-name", broken("0.name", DELETE), "condorlab_user_groups[0].name is None"),
     ("bad-name", broken("0.name", "Physics Group"), "name is 'Physics Group'; use lower-case letters"),
+    ("name-ending-in-a-dash", broken("0.name", "phys-"), "name is 'phys-'; use lower-case letters"),
     ("placeholder-name", broken("0.name", "changeme"), "is the placeholder 'changeme'"),
     ("duplicate-name", broken("1.name", "physics"), "'physics' is used by another group"),
     ("unknown-group-field", broken("0.profile", []), "unknown fields ['profile']"),
