@@ -77,7 +77,7 @@ def test_a_session_runs_with_its_group_s_accounting_group_and_profile(alice_doub
 
 
 def test_the_central_manager_knows_the_groups_and_quotas(cm):
-    assert cm.check_output("condor_config_val GROUP_NAMES") == "group_physics, group_astro"
+    assert cm.check_output("condor_config_val GROUP_NAMES") == "group_physics, group_astro, group_trial"
     assert float(cm.check_output("condor_config_val GROUP_QUOTA_DYNAMIC_group_physics")) == 0.5
     assert cm.check_output("condor_config_val GROUP_ACCEPT_SURPLUS_group_astro") == "True"
 
