@@ -625,13 +625,11 @@ def test_how_the_last_session_ended_outlives_it_and_is_shown_on_the_form(spawner
     assert spawner.last_end == {}, "a new session: the notice has been read"
 
 
-def test_a_stop_after_the_group_s_idle_timeout_is_recorded_as_idle(spawner, tmp_path):
-    import datetime
-
+def stop_after(spawner, tmp_path, last_activity) -> dict:
+    """Stop a running session of a group with a 10-minute idle timeout; return the stop record."""
     running_session(spawner)
     spawner.user_groups = [{**USER_GROUPS[0], "idle_timeout": 600}]
-    idle_since = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=700)
-    spawner.last_activity = lambda: idle_since.replace(tzinfo=None)  # as JupyterHub's database keeps it
+    spawner.last_activity = lambda: last_activity
     spawner.status_cache = FakeCache(JobInfo(State.GONE))
 
     async def shut():
@@ -640,6 +638,14 @@ def test_a_stop_after_the_group_s_idle_timeout_is_recorded_as_idle(spawner, tmp_
     spawner.request_shutdown = shut
     run(spawner.stop())
     (stop,) = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
+    return stop
+
+
+def test_a_stop_after_the_group_s_idle_timeout_is_recorded_as_idle(spawner, tmp_path):
+    import datetime
+
+    idle_since = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=700)
+    stop = stop_after(spawner, tmp_path, idle_since.replace(tzinfo=None))  # as JupyterHub's database keeps it
     assert stop["reason"] == "idle"
     assert spawner.last_end["message"].startswith("nobody used it for 10 minutes, the idle limit of user group physics")
 
@@ -647,17 +653,7 @@ def test_a_stop_after_the_group_s_idle_timeout_is_recorded_as_idle(spawner, tmp_
 def test_a_stop_of_a_used_session_is_a_plain_stop(spawner, tmp_path):
     import datetime
 
-    running_session(spawner)
-    spawner.user_groups = [{**USER_GROUPS[0], "idle_timeout": 600}]
-    spawner.last_activity = lambda: datetime.datetime.now(datetime.UTC)
-    spawner.status_cache = FakeCache(JobInfo(State.GONE))
-
-    async def shut():
-        return True
-
-    spawner.request_shutdown = shut
-    run(spawner.stop())
-    (stop,) = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
+    stop = stop_after(spawner, tmp_path, datetime.datetime.now(datetime.UTC))
     assert stop["reason"] == "stopped" and spawner.last_end == {}
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import hub_client, set_passwords, wait_for
 
-USERS = ("alice", "bob", "carol", "erin.lee", "frank", "judy")
+USERS = ("alice", "bob", "carol", "erin.lee", "judy")
 
 
 @pytest.fixture(scope="module")
