@@ -272,10 +272,27 @@ def session_values(group: dict, profile: dict, cpus: int, memory: int) -> dict:
 
 
 # The hub's submit request to the job helper (JSON on its standard input).
-REQUEST_FIELDS = ("server", "group", "profile", "request_cpus", "request_memory_mb", "env", "files")
+REQUEST_FIELDS = ("server", "group", "profile", "request_cpus", "request_memory_mb", "env", "files", "avoid_nodes")
+
+# A node a session must not go to (avoid_nodes: where the hub lost a session
+# lately): a host name as HTCondor's Machine attribute has it.
+NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
+MAX_AVOID_NODES = 32
 
 
-def submit_request(key: str, env: dict, session: dict, files: dict | None = None) -> dict:
+def check_avoid_nodes(value) -> list[str]:
+    """The avoid_nodes of a request: at most MAX_AVOID_NODES host names."""
+    if not isinstance(value, list) or len(value) > MAX_AVOID_NODES:
+        raise ContractError(f"avoid_nodes must be a list of at most {MAX_AVOID_NODES} host names")
+    for node in value:
+        if not isinstance(node, str) or len(node) > 253 or not NODE_NAME.fullmatch(node):
+            raise ContractError(f"avoid_nodes: {str(node)[:40]!r} is not a host name")
+    return sorted(set(value))
+
+
+def submit_request(
+    key: str, env: dict, session: dict, files: dict | None = None, avoid_nodes: list[str] | None = None
+) -> dict:
     """The submit request for a checked session: names and numbers only; the helper looks up the rest."""
     request = {
         "server": key,
@@ -287,6 +304,8 @@ def submit_request(key: str, env: dict, session: dict, files: dict | None = None
     }
     if files:
         request["files"] = files
+    if avoid_nodes:
+        request["avoid_nodes"] = list(avoid_nodes)
     return request
 
 

@@ -71,6 +71,7 @@ def check_request(request, user_groups: list[dict], unix_groups: set) -> dict:
                 raise ContractError(f"{field} must be an integer, not {str(value)[:20]!r}")
         cpus = contract.check_cpus(cpus, profile, where, "request_cpus")
         memory = contract.check_memory(memory, profile, where, "request_memory_mb")
+        avoid = contract.check_avoid_nodes(request.get("avoid_nodes", []))
     except ContractError as exc:
         raise RequestError(str(exc)) from None
     env = request.get("env")
@@ -90,6 +91,7 @@ def check_request(request, user_groups: list[dict], unix_groups: set) -> dict:
         "session": contract.session_values(group, profile, cpus, memory),
         "env": env,
         "files": files,
+        "avoid_nodes": avoid,
     }
 
 
@@ -127,6 +129,7 @@ def render(config: dict, user: pwd.struct_passwd, checked: dict, shared_dir: str
         walltime_grace=int(config.get("walltime_grace", 300)),
         job_lease=int(config.get("job_lease", 180)),
         session=checked["session"],
+        avoid_nodes=checked.get("avoid_nodes", []),
         attrs=ATTRS,
         interactive_share=bool(config.get("interactive_share")),
         share_attr=contract.SHARE_SLOT_ATTR,

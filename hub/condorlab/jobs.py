@@ -34,7 +34,7 @@ PROJECTION = [
     "LastRejMatchReason",
     ATTRS.server,
 ]
-SHARE_PROJECTION = ["Machine", "Cpus", "Memory", "TotalSlotCpus", "TotalSlotMemory"]
+SHARE_PROJECTION = ["Machine", "Cpus", "Memory", "TotalSlotCpus", "TotalSlotMemory", "LastHeardFrom"]
 
 
 class State(Enum):
@@ -85,6 +85,7 @@ class ShareSlot:
     memory_mb: int
     total_cpus: int
     total_memory_mb: int
+    heard_at: int = 0  # LastHeardFrom: when the collector last heard from the node
 
 
 @dataclass(frozen=True)
@@ -166,11 +167,29 @@ def _default_query() -> list[dict[str, Any]]:
     return [{k: plain(ad, k) for k in PROJECTION} for ad in ads]
 
 
+def _default_reschedule() -> None:
+    import htcondor
+
+    htcondor.Schedd().reschedule()
+
+
 class JobStatusCache:
     """Queries the schedd at most once per ``max_age`` seconds for all session jobs.
 
     A failed query does not forget the jobs: every job is reported UNKNOWN until the
     schedd answers again, so a schedd hiccup never reads as "the session ended".
+
+    While a session job has waited longer than ``reschedule_after`` seconds, the
+    cache asks the schedd for a reschedule at most that often: the schedd sends
+    its submitter ads to the collector again and asks for a negotiation. A
+    central manager that restarted has lost those ads, and the schedd alone
+    sends them only every SCHEDD_INTERVAL (5 minutes by default).
+
+    Nodes on which a session was lost (node_lost) are left out of the share's
+    view and named by avoided_nodes() for new submissions, until the collector
+    hears from the node again or ``avoid_for`` seconds have passed: the
+    collector keeps a dead node's ads for a while, and a session sent there
+    would wait for nothing.
     """
 
     def __init__(
@@ -179,9 +198,18 @@ class JobStatusCache:
         max_age: float = 2.0,
         timeout: float = 30.0,
         share_query: Callable[[], list[dict[str, Any]]] | None = None,
+        reschedule: Callable[[], None] | None = None,
+        reschedule_after: float = 30.0,
+        avoid_for: float = 900.0,
     ):
         self._query = query or _default_query
         self._share_query = share_query or (_default_share_query if query is None else (lambda: []))
+        self._reschedule = reschedule or (_default_reschedule if query is None else (lambda: None))
+        self.reschedule_after = reschedule_after
+        self._rescheduled = float("-inf")
+        self.reschedules = 0
+        self.avoid_for = avoid_for
+        self._lost: dict[str, float] = {}  # node -> time.time() it was lost
         self.share = ShareView()
         self.max_age = max_age
         self.timeout = timeout
@@ -221,6 +249,7 @@ class JobStatusCache:
                     for ad in ads
                 }
                 self._ok = True
+                await self._reschedule_waiting()
             try:
                 slots = await asyncio.wait_for(
                     asyncio.get_running_loop().run_in_executor(None, self._share_query), timeout=self.timeout
@@ -229,20 +258,53 @@ class JobStatusCache:
                 self.log.info("collector query for the interactive share failed: %s", exc)
                 self.share = ShareView()
             else:
-                self.share = ShareView(
-                    tuple(
-                        ShareSlot(
-                            node=str(ad.get("Machine") or "?"),
-                            cpus=int(ad.get("Cpus") or 0),
-                            memory_mb=int(ad.get("Memory") or 0),
-                            total_cpus=int(ad.get("TotalSlotCpus") or ad.get("Cpus") or 0),
-                            total_memory_mb=int(ad.get("TotalSlotMemory") or ad.get("Memory") or 0),
-                        )
-                        for ad in slots
-                    ),
-                    known=True,
-                )
+                seen = [
+                    ShareSlot(
+                        node=str(ad.get("Machine") or "?"),
+                        cpus=int(ad.get("Cpus") or 0),
+                        memory_mb=int(ad.get("Memory") or 0),
+                        total_cpus=int(ad.get("TotalSlotCpus") or ad.get("Cpus") or 0),
+                        total_memory_mb=int(ad.get("TotalSlotMemory") or ad.get("Memory") or 0),
+                        heard_at=int(ad.get("LastHeardFrom") or 0),
+                    )
+                    for ad in slots
+                ]
+                for slot in seen:
+                    if slot.node in self._lost and slot.heard_at > self._lost[slot.node]:
+                        self.log.info("Node %s answers the collector again; new sessions may go there", slot.node)
+                        del self._lost[slot.node]
+                avoided = self.avoided_nodes()
+                self.share = ShareView(tuple(s for s in seen if s.node not in avoided), known=True)
             self._fetched = time.monotonic()
+
+    async def _reschedule_waiting(self) -> None:
+        now = time.time()
+        waiting = [i for i in self._jobs.values() if i.state == State.IDLE and i.starts == 0]
+        if not any(now - i.queued_at > self.reschedule_after for i in waiting):
+            return
+        if time.monotonic() - self._rescheduled < self.reschedule_after:
+            return
+        self._rescheduled = time.monotonic()
+        self.reschedules += 1
+        try:
+            await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(None, self._reschedule), timeout=self.timeout
+            )
+        except Exception as exc:  # the schedd's answer changes nothing here; the next cycle asks again
+            self.log.info("reschedule for waiting sessions failed: %s", exc)
+
+    def node_lost(self, node: str, when: float | None = None) -> None:
+        """A session's node stopped answering: new sessions avoid it until it is heard from again."""
+        if node:
+            self._lost[node] = when or time.time()
+
+    def avoided_nodes(self) -> list[str]:
+        """The nodes new sessions are kept from (lost within avoid_for seconds and not heard from since)."""
+        now = time.time()
+        for node, when in list(self._lost.items()):
+            if now - when > self.avoid_for:
+                del self._lost[node]
+        return sorted(self._lost)
 
     def waiting_before(self, job_id: str) -> int:
         """How many session jobs have been waiting longer than this one (its place in the queue)."""

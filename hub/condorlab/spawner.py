@@ -388,7 +388,8 @@ class CondorlabSpawner(CondorSpawner):
         if not self.session:
             self.check_options(self, self.user_options)
         env = {k: str(v) for k, v in self.get_env().items()}
-        request = contract.submit_request(key, env, self.session, self.tls_files)
+        avoid = self.status_cache.avoided_nodes()
+        request = contract.submit_request(key, env, self.session, self.tls_files, avoid)
         try:
             reply = await self.run_helper("submit", stdin=json.dumps(request))
         finally:
@@ -486,6 +487,7 @@ class CondorlabSpawner(CondorSpawner):
                 )
                 return None
             since = time.strftime("%H:%M:%S %Z", time.localtime(self.unreachable_since))
+            self.status_cache.node_lost(host, self.unreachable_since)
             return "node-lost", f"the node running your session, {host}, stopped answering at {since}"
         self.unreachable_since = 0
         return None

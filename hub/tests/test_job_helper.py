@@ -80,6 +80,10 @@ def test_a_good_request_passes():
         ({"files": {"session-tls.key": "echo pwned"}}, "must be PEM text"),
         ({"files": {"session-tls.key": "-----BEGIN " + "A" * 70000}}, "must be PEM text"),
         ({"executable": "/bin/sh"}, "unknown request fields: executable"),
+        ({"avoid_nodes": "wn2"}, "avoid_nodes must be a list"),
+        ({"avoid_nodes": ['wn2" || true || "']}, "is not a host name"),
+        ({"avoid_nodes": ["wn2\nexecutable = /bin/sh"]}, "is not a host name"),
+        ({"avoid_nodes": [f"wn{n}" for n in range(40)]}, "at most 32 host names"),
     ],
 )
 def test_bad_requests_are_refused(change, message):
@@ -155,3 +159,13 @@ def test_sessions_ask_for_the_interactive_share(share, fallback, requirements, r
     text = helper.render({**CONFIG, "interactive_share": share}, ALICE, checked, shared_dir="")
     assert f"{requirements}\n" in text
     assert ("rank = TARGET.CondorlabInteractive =?= True" in text) == rank
+
+
+def test_nodes_the_hub_lost_a_session_on_are_avoided():
+    checked = helper.check_request({**GOOD, "avoid_nodes": ["wn2.example.org", "wn1"]}, USER_GROUPS, MEMBER)
+    text = helper.render({**CONFIG, "interactive_share": True}, ALICE, checked, shared_dir="")
+    assert (
+        'requirements = (TARGET.CondorlabInteractive =?= True) && (OpSys == "LINUX") && '
+        '(TARGET.Machine =!= "wn1") && (TARGET.Machine =!= "wn2.example.org")\n'
+    ) in text
+    assert "# Not on wn1, wn2.example.org: the hub lost a session there lately" in text

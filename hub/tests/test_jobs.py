@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from condorlab.jobs import JobStatusCache, State, host_of
 
@@ -103,3 +104,54 @@ def test_a_collector_that_does_not_answer_leaves_the_share_unknown():
     cache = JobStatusCache(lambda: [], share_query=broken)
     run(cache.get("1"))
     assert not cache.share.known and cache.share.slots == ()
+
+
+def test_a_session_waiting_long_asks_for_a_reschedule_at_most_once_a_period():
+    now = [1000.0]
+    queue = [{"ClusterId": 7, "ProcId": 0, "JobStatus": 1, "QDate": 990}]
+    asked = []
+    cache = JobStatusCache(lambda: queue, reschedule=lambda: asked.append(1), reschedule_after=30, max_age=0)
+    original = time.time
+    time.time = lambda: now[0]
+    try:
+        run(cache.get("7"))
+        assert asked == [], "queued 10 s ago: the submission's own reschedule is enough"
+        now[0] = 1025
+        run(cache.get("7"))
+        assert asked == [1], "waiting 35 s: the schedd is asked again"
+        run(cache.get("7"))
+        assert asked == [1], "not again within the period"
+        cache._rescheduled -= 31
+        run(cache.get("7"))
+        assert asked == [1, 1]
+        queue[0]["JobStatus"] = 2
+        cache._rescheduled -= 31
+        run(cache.get("7"))
+        assert asked == [1, 1], "nothing waits: nothing asked"
+    finally:
+        time.time = original
+
+
+def test_a_failed_reschedule_keeps_the_jobs():
+    def broken():
+        raise RuntimeError("schedd busy")
+
+    cache = JobStatusCache(lambda: [{"ClusterId": 7, "ProcId": 0, "JobStatus": 1, "QDate": 1}], reschedule=broken)
+    assert run(cache.get("7")).state == State.IDLE
+
+
+def test_a_lost_node_is_avoided_until_the_collector_hears_from_it_again():
+    slots = [
+        {"Machine": "wn1", "Cpus": 4, "Memory": 2048, "LastHeardFrom": 900},
+        {"Machine": "wn2", "Cpus": 4, "Memory": 2048, "LastHeardFrom": 900},
+    ]
+    cache = JobStatusCache(lambda: [], share_query=lambda: slots, max_age=0, avoid_for=600)
+    cache.node_lost("wn2", when=time.time() - 10)
+    run(cache.get("1"))
+    assert cache.avoided_nodes() == ["wn2"]
+    assert [s.node for s in cache.share.slots] == ["wn1"], "its CPUs are not offered on the form"
+    slots[1]["LastHeardFrom"] = int(time.time())
+    run(cache.get("1"))
+    assert cache.avoided_nodes() == [] and [s.node for s in cache.share.slots] == ["wn1", "wn2"]
+    cache.node_lost("wn1", when=time.time() - 601)
+    assert cache.avoided_nodes() == [], "forgotten after avoid_for"

@@ -21,6 +21,13 @@ class FakeCache:
         self.forced = []
         self.share = share or ShareView()
         self.ahead = ahead
+        self.lost = {}
+
+    def node_lost(self, node, when=None):
+        self.lost[node] = when
+
+    def avoided_nodes(self):
+        return sorted(self.lost)
 
     async def refresh(self, force=False):
         pass
@@ -120,6 +127,14 @@ def test_submit_sends_only_checked_values(spawner):
     assert args == ("submit",)
     assert set(request) == {"server", "env", "group", "profile", "request_cpus", "request_memory_mb"}
     assert request["server"] == "default" and request["env"]["JUPYTERHUB_API_TOKEN"] == "tok"
+
+
+def test_a_submission_avoids_the_nodes_where_sessions_were_lost(spawner):
+    spawner.status_cache = FakeCache(JobInfo(State.GONE))
+    spawner.status_cache.node_lost("wn2")
+    run(spawner.submit_batch_script())
+    (_, request), *_ = spawner.calls
+    assert request["avoid_nodes"] == ["wn2"]
 
 
 def test_named_servers_do_not_share_the_default_staging(spawner, monkeypatch):
@@ -568,6 +583,7 @@ def test_a_short_blip_keeps_the_session_and_a_lost_node_ends_it(spawner, tmp_pat
     assert [c[0] for c in spawner.calls] == [("remove", "12"), ("clean", "default")]
     assert spawner.last_end["reason"] == "node-lost"
     assert spawner.last_end["message"].startswith("the node running your session, wn2, stopped answering at ")
+    assert spawner.status_cache.lost == {"wn2": 1040.0}, "new sessions avoid the node"
     (stop,) = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
     assert (stop["event"], stop["reason"], stop["host"]) == ("stop", "node-lost", "wn2")
 
