@@ -54,6 +54,12 @@ SECRET_FILES = (SESSION_FILE, *TLS_FILES.values())
 MAX_FILE_SIZE = 65536
 
 
+# The hold subcode the execute nodes give a session held for using more memory
+# than it requested (HoldReasonCode 21, held by the startd's policy); HTCondor's
+# own cgroup limit holds with HoldReasonCode 34 instead.
+MEMORY_HOLD_SUBCODE = 102
+
+
 @dataclass(frozen=True)
 class JobAttrs:
     """The ClassAd attributes of a session job (set by the submit template, immutable on the access point)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .contract import ATTRS, SHARE_SLOT_ATTR
+from .contract import ATTRS, MEMORY_HOLD_SUBCODE, SHARE_SLOT_ATTR
 
 PROJECTION = [
     "ClusterId",
@@ -25,6 +25,7 @@ PROJECTION = [
     "RemoteHost",
     "HoldReason",
     "HoldReasonCode",
+    "HoldReasonSubCode",
     "Owner",
     "NumJobStarts",
     "TransferringOutput",
@@ -47,8 +48,10 @@ class State(Enum):
 
 
 # HTCondor's HoldReasonCode for a job that went over its memory (or another
-# resource) limit: JobOutOfResources.
-MEMORY_HOLD = 34
+# resource) limit: JobOutOfResources; and for a job the startd's policy held
+# (the share's memory policy gives it MEMORY_HOLD_SUBCODE).
+OUT_OF_RESOURCES = 34
+STARTD_HELD = 21
 
 # HTCondor JobStatus codes.
 _STATES = {
@@ -67,7 +70,15 @@ class JobInfo:
     state: State
     host: str = ""
     hold_reason: str = ""
-    hold_code: int = 0  # HoldReasonCode (MEMORY_HOLD: over its memory request)
+    hold_code: int = 0  # HoldReasonCode
+    hold_subcode: int = 0  # HoldReasonSubCode
+
+    @property
+    def over_memory(self) -> bool:
+        """Held for using more memory than it requested (by HTCondor's cgroup limit or the share's policy)."""
+        if self.hold_code == STARTD_HELD:
+            return self.hold_subcode == MEMORY_HOLD_SUBCODE
+        return self.hold_code == OUT_OF_RESOURCES and "memory" in self.hold_reason.lower()
     starts: int = 0  # how often the job has started (more than once: evicted and rerun)
     transferring: bool = False  # the job is sending its files back
     request_cpus: int | None = None
@@ -239,6 +250,7 @@ class JobStatusCache:
                         host=host_of(str(ad.get("RemoteHost") or "")),
                         hold_reason=str(ad.get("HoldReason") or ""),
                         hold_code=int(ad.get("HoldReasonCode") or 0),
+                        hold_subcode=int(ad.get("HoldReasonSubCode") or 0),
                         starts=int(ad.get("NumJobStarts") or 0),
                         transferring=bool(ad.get("TransferringOutput")),
                         request_cpus=_int_or_none(ad.get("RequestCpus")),

@@ -49,7 +49,7 @@ from traitlets import Any, Dict, Float, Integer, List, Tuple, Unicode, default
 
 from . import contract, handlers, identity, profiles
 from .accounting import SESSION_RECORDS, SessionRecorder
-from .jobs import MEMORY_HOLD, JobInfo, State, shared_cache
+from .jobs import JobInfo, State, shared_cache
 
 handlers.install()
 
@@ -558,7 +558,7 @@ class CondorlabSpawner(CondorSpawner):
     def hold_explained(self) -> tuple[str, str]:
         """(reason, message) for a held session job, in the user's terms where HTCondor's code says what happened."""
         info = self.job_info
-        if info.hold_code == MEMORY_HOLD and "memory" in info.hold_reason.lower():
+        if info.over_memory:
             limit = self.session.get("request_memory_mb") or info.request_memory_mb
             return "memory", (
                 f"your session used more than {limit} MB of memory, what its profile requests; "

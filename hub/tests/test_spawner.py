@@ -600,15 +600,18 @@ def test_a_lab_that_died_ends_the_session_at_once(spawner):
     assert "your lab on wn2 stopped" in spawner.last_end["message"]
 
 
-def test_a_session_over_its_memory_is_ended_with_that_reason(spawner, tmp_path):
+@pytest.mark.parametrize(
+    ("code", "subcode", "reason"),
+    [
+        (34, 0, "Error from slot2@wn2: Job has gone over cgroup memory limit of 512 megabytes. Peak usage: 600"),
+        (21, 102, "the session used 600 MB of memory, more than the 512 MB it requested"),
+    ],
+    ids=["cgroup-limit", "share-policy"],
+)
+def test_a_session_over_its_memory_is_ended_with_that_reason(spawner, tmp_path, code, subcode, reason):
     running_session(spawner)
     spawner.status_cache = FakeCache(
-        JobInfo(
-            State.HELD,
-            host="wn2",
-            hold_code=34,
-            hold_reason="Error from slot2@wn2: Job has gone over cgroup memory limit of 512 megabytes. Peak usage: 600",
-        )
+        JobInfo(State.HELD, host="wn2", hold_code=code, hold_subcode=subcode, hold_reason=reason)
     )
     assert run(spawner.poll()) == 1
     assert spawner.last_end["reason"] == "memory"
@@ -617,6 +620,15 @@ def test_a_session_over_its_memory_is_ended_with_that_reason(spawner, tmp_path):
     )
     (stop,) = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
     assert stop["reason"] == "memory" and "512 MB" in stop["detail"]
+
+
+def test_another_startd_hold_is_not_called_memory(spawner):
+    running_session(spawner)
+    spawner.status_cache = FakeCache(
+        JobInfo(State.HELD, host="wn2", hold_code=21, hold_subcode=0, hold_reason="memory of the node is low")
+    )
+    run(spawner.poll())
+    assert spawner.last_end["reason"] == "held"
 
 
 def test_how_the_last_session_ended_outlives_it_and_is_shown_on_the_form(spawner):

@@ -43,7 +43,8 @@ description:
   - C(condorlab_contract) gives a fact of the hub's session contract by name
     (C(job_attrs), C(session_attr), C(walltime_attr), C(fallback_attr) - the session jobs' attributes;
     C(user_groups_file) - where the normalised groups go; C(share_slot_attr),
-    C(share_negotiator) - the interactive share's slot attribute and negotiator).
+    C(share_negotiator) - the interactive share's slot attribute and negotiator;
+    C(memory_hold_subcode) - the hold subcode of a session over its memory).
 positional: _input
 options:
   _input:
@@ -410,6 +411,7 @@ def condorlab_contract(name: str):
         "session_attr": contract.ATTRS.session,
         "walltime_attr": contract.ATTRS.walltime,
         "fallback_attr": contract.ATTRS.fallback,
+        "memory_hold_subcode": contract.MEMORY_HOLD_SUBCODE,
     }
     if name not in facts:
         raise AnsibleFilterError(f"condorlab_contract: {name!r} is not one of {sorted(facts)}")

@@ -7,6 +7,7 @@ Prints one JSON document with what it saw. Standard library only.
 import http.cookiejar
 import json
 import os
+import re
 import ssl
 import sys
 import time
@@ -32,6 +33,8 @@ def url_of(path: str, origins: dict | None = None) -> str:
         return origin + path
     return HUB + path
 
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 # The CA of the hub's public certificate (the test bed's generated one).
 CA_FILE = os.environ.get("CONDORLAB_HUB_CA", "/tmp/condorlab-public-ca.crt")
@@ -133,6 +136,62 @@ class Client:
             result["stream_end"] = str(exc)
         return result
 
+    def open_lab(self, user: str) -> bool:
+        """Open a user's lab as a browser does: learn its origin from the hub, follow the OAuth redirects.
+
+        False when the hub did not say where the server is (another user's, none
+        running): a DNS-label name is then tried on its usual origin.
+        """
+        _, _, text = self.request("GET", f"/hub/api/users/{user}")
+        if text.startswith("{"):
+            self.learn_origin(json.loads(text))
+        if user not in self.origins and not DNS_LABEL.fullmatch(user):
+            return False
+        self.request("GET", f"/user/{user}/lab")
+        return True
+
+    def token(self) -> str:
+        """A new API token of the user's, as made on the hub's token page (its scopes: the user's own)."""
+        status, _, text = self.request(
+            "POST", f"/hub/api/users/{self.user}/tokens", body={"note": "fault suite", "expires_in": 3600}
+        )
+        if status != 201:
+            raise SystemExit(f"token request: {status} {text[:300]}")
+        return json.loads(text)["token"]
+
+    def watch(self, seconds: float, path: str) -> dict:
+        """GET a lab path for a while, by cookie (a browser in the lab) and by API token, and count the answers.
+
+        Each request that does not get 200 is listed with the time it was made
+        (seconds from the start) and what came back.
+        """
+        if not self.open_lab(self.user):
+            raise SystemExit(f"the hub did not say where {self.user}'s server is")
+        token = self.token()
+        answers = {"cookie": {}, "token": {}}
+        failures = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            for kind, headers in (("cookie", {}), ("token", {"Authorization": f"token {token}"})):
+                at = time.monotonic() - t0
+                try:
+                    if kind == "token":
+                        req = urllib.request.Request(url_of(path, self.origins), headers=headers)
+                        context = ssl.create_default_context(cafile=CA_FILE)
+                        with urllib.request.urlopen(req, timeout=10, context=context) as resp:
+                            status = resp.status
+                    else:
+                        status = self.request("GET", path, headers=headers)[0]
+                except urllib.error.HTTPError as exc:
+                    status = exc.code
+                except OSError as exc:
+                    status = f"error: {exc}"
+                answers[kind][str(status)] = answers[kind].get(str(status), 0) + 1
+                if status != 200:
+                    failures.append({"kind": kind, "at": round(at, 2), "status": str(status)})
+            time.sleep(0.2)
+        return {"answers": answers, "failures": failures[:50]}
+
     def stop(self) -> dict:
         t0 = time.monotonic()
         status, _, text = self.request("DELETE", f"/hub/api/users/{self.user}/server")
@@ -162,18 +221,20 @@ def main() -> None:
     elif command == "get":
         # GET a path (e.g. /user/alice/api/status) after opening that lab's page, as a browser
         # does: the OAuth redirects give the client the server's cookie.
-        if args[0].startswith("/user/"):
-            _, _, text = client.request("GET", f"/hub/api/users/{args[0].split('/')[2]}")
-            if text.startswith("{"):
-                client.learn_origin(json.loads(text))
-            client.request("GET", args[0].split("/api/")[0] + "/lab")
+        if args[0].startswith("/user/") and not client.open_lab(args[0].split("/")[2]):
+            out.update({"status": 0, "url": "", "text": "the hub did not say where this server is"})
+            print(json.dumps(out))
+            return
         status, url, text = client.request("GET", args[0])
         out.update({"status": status, "url": url, "text": text[:100000]})
-    elif command == "put":
+    elif command in ("put", "post"):
         # Open the lab first, as a browser does: the server sets its own _xsrf cookie.
-        client.request("GET", args[0].split("/api/")[0] + "/lab")
-        status, url, text = client.request("PUT", args[0], body=json.loads(args[1]))
+        client.open_lab(args[0].split("/")[2])
+        body = json.loads(args[1]) if len(args) > 1 else {}
+        status, url, text = client.request(command.upper(), args[0], body=body)
         out.update({"status": status, "url": url, "text": text[:100000]})
+    elif command == "watch":
+        out.update(client.watch(float(args[0]), args[1]))
     print(json.dumps(out))
 
 
