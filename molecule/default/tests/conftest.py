@@ -72,10 +72,31 @@ def hub_client(outsider, hub, passwords: dict[str, str]):
     ca = base64.b64encode(hub.file(PUBLIC_CA).content).decode()
     outsider.check_output(f"echo {ca} | base64 -d > /tmp/condorlab-public-ca.crt")
 
-    def run(command: str, user: str, *args: str) -> dict:
-        quoted = " ".join("'" + a.replace("'", "'\\''") + "'" for a in (command, user, passwords[user], *args))
-        return json.loads(outsider.check_output(f"python3 /tmp/hubclient.py {quoted}"))
+    def quoted(command: str, user: str, *args: str) -> str:
+        return " ".join("'" + a.replace("'", "'\\''") + "'" for a in (command, user, passwords[user], *args))
 
+    def run(command: str, user: str, *args: str) -> dict:
+        return json.loads(outsider.check_output(f"python3 /tmp/hubclient.py {quoted(command, user, *args)}"))
+
+    def background(command: str, user: str, *args: str):
+        """Start a client command and go on; returns (what it wrote to stderr so far, its result within a timeout)."""
+        out = f"/tmp/hubclient-{secrets.token_hex(4)}"
+        outsider.check_output(
+            f"setsid nohup python3 /tmp/hubclient.py {quoted(command, user, *args)} "
+            f"> {out}.json 2> {out}.err < /dev/null &"
+        )
+
+        def said() -> str:
+            return outsider.run(f"cat {out}.err").stdout
+
+        def result(timeout: float) -> dict:
+            finished = wait_for(lambda: outsider.run(f"test -s {out}.json").rc == 0, timeout, interval=1)
+            assert finished, f"hubclient {command} {user} gave no result in {timeout} s: {said()[-3000:]}"
+            return json.loads(outsider.file(f"{out}.json").content_string)
+
+        return said, result
+
+    run.background = background
     return run
 
 

@@ -168,6 +168,7 @@ class Client:
         if not self.open_lab(self.user):
             raise SystemExit(f"the hub did not say where {self.user}'s server is")
         token = self.token()
+        print("watching", file=sys.stderr, flush=True)
         answers = {"cookie": {}, "token": {}}
         failures = []
         t0 = time.monotonic()

@@ -1,5 +1,7 @@
 """Faults on the test bed, done for real: a lost execute node, a dead lab, orphaned jobs, an idle
-session. Each test asserts the outcome and prints what it measured (detection or recovery time)."""
+session, a session over its memory, restarts of the hub, the schedd and the central manager with four
+sessions open, and a start while the central manager is down. Each test asserts the outcome and prints
+what it measured (detection or recovery time)."""
 
 from __future__ import annotations
 
@@ -192,3 +194,98 @@ def four_sessions(client, hub):
 def test_the_home_page_says_how_long_a_session_may_run(client, four_sessions):
     text = client("get", "alice", "/hub/home")["text"]
     assert "Your session on wn" in text and "may run until" in text and "physics/small" in text, text[-3000:]
+
+
+def reachable(client, users) -> list[str]:
+    """The users whose lab answers through the proxy (a few tries each: the hub may still be starting)."""
+    return [
+        u
+        for u in users
+        if wait_for(lambda u=u: client("get", u, f"/user/{u}/api/status")["status"] == 200, 30, interval=2)
+    ]
+
+
+def running_jobs(hub, users) -> dict[str, list[int]]:
+    return {u: [j["ClusterId"] for j in session_jobs(hub, u, "JobStatus == 2")] for u in users}
+
+
+def hub_answers(hub) -> bool:
+    return hub.run("curl -sf --cacert /etc/condorlab/public-tls/ca.crt https://localhost:8443/hub/api/").rc == 0
+
+
+def test_a_hub_restart_leaves_every_session_running_and_reachable(client, hub, four_sessions, report):
+    jobs = running_jobs(hub, four_sessions)
+    assert all(len(j) == 1 for j in jobs.values()), jobs
+    # alice is in her lab (cookie) and uses an API token at the same time, all through the restart.
+    said, watched = client.background("watch", "alice", "40", "/user/alice/api/status")
+    assert wait_for(lambda: "watching" in said(), 60), said()
+    time.sleep(3)
+    restarted = time.monotonic()
+    hub.check_output("systemctl restart jupyterhub")
+    assert wait_for(lambda: hub_answers(hub), 60, interval=0.5)
+    back = time.monotonic() - restarted
+    seen = watched(90)
+    assert seen["failures"] == [], seen
+    assert reachable(client, four_sessions) == list(four_sessions)
+    assert running_jobs(hub, four_sessions) == jobs
+    counts = {kind: sum(n.values()) for kind, n in seen["answers"].items()}
+    report(
+        f"hub restart: API back after {back:.1f} s; 4/4 sessions kept and reachable; lab requests during the "
+        f"restart: {counts['cookie']} by cookie and {counts['token']} by API token, 0 failed"
+    )
+
+
+@pytest.mark.parametrize(("host", "what"), [("hub", "the schedd"), ("cm", "the central manager")])
+def test_a_condor_restart_leaves_every_session_running(client, hub, cm, four_sessions, host, what, report):
+    node = hub if host == "hub" else cm
+    jobs = running_jobs(hub, four_sessions)
+    restarted = time.monotonic()
+    node.check_output("systemctl restart condor")
+    assert wait_for(lambda: hub.run("condor_q -totals").rc == 0 and cm.run("condor_status -total").rc == 0, 120)
+    back = time.monotonic() - restarted
+    time.sleep(15)  # more than one poll of the hub
+    assert reachable(client, four_sessions) == list(four_sessions)
+    assert running_jobs(hub, four_sessions) == jobs
+    report(f"restart of {what}: answering again after {back:.1f} s; 4/4 sessions kept and reachable")
+
+
+def test_a_start_while_the_central_manager_is_down_waits_and_then_succeeds(client, hub, cm, report):
+    client("stop", "judy")
+    cm.check_output("systemctl stop condor")
+    try:
+        _, result = client.background("start", "judy", "280")
+        down = 30
+        time.sleep(down)
+        assert servers(client, "judy").get("", {}).get("pending") == "spawn", "the start waits"
+    finally:
+        cm.check_output("systemctl start condor")
+    upped = time.monotonic()
+    try:
+        outcome = result(300)
+        assert "ready_after" in outcome, outcome
+        report(
+            f"start with the central manager down for {down} s: ready {outcome['ready_after']:.1f} s after the "
+            f"request, {time.monotonic() - upped:.1f} s or less after the central manager came back"
+        )
+    finally:
+        client("stop", "judy")
+
+
+def test_a_session_over_its_memory_is_held_and_its_user_told_why(client, hub, report):
+    started(client, "carol", {"profile": "physics/small", "memory": "300MB"})
+    (job,) = session_jobs(hub, "carol", "JobStatus == 2")
+    # Each kernel is a process of the session's job: a few of them take the lab over its 300 MB.
+    grown = time.monotonic()
+    kernels = 0
+    while servers(client, "carol") and kernels < 8:
+        answer = client("post", "carol", "/user/carol/api/kernels", "{}")
+        kernels += answer["status"] == 201
+        time.sleep(2)
+    assert wait_for(lambda: not servers(client, "carol"), 150, interval=2), "the hub ends the held session"
+    ended = time.monotonic() - grown
+    (stop,) = [r for r in records(hub, "carol") if r["event"] == "stop" and r["job"] == str(job["ClusterId"])]
+    assert stop["reason"] == "memory", stop
+    form = client("get", "carol", "/hub/spawn")["text"]
+    assert "your session used more than 300 MB of memory" in form, form[-2000:]
+    assert not session_jobs(hub, "carol", f"ClusterId == {job['ClusterId']}"), "the held job was removed"
+    report(f"memory over the request (300 MB, {kernels} kernels started): session ended {ended:.1f} s later")
