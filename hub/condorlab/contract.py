@@ -280,24 +280,37 @@ def session_values(group: dict, profile: dict, cpus: int, memory: int) -> dict:
 # The hub's submit request to the job helper (JSON on its standard input).
 REQUEST_FIELDS = ("server", "group", "profile", "request_cpus", "request_memory_mb", "env", "files", "avoid_nodes")
 
-# A node a session must not go to (avoid_nodes: where the hub lost a session
-# lately): a host name as HTCondor's Machine attribute has it.
-NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$")
+# Nodes a session must not go to (avoid_nodes: where the hub lost a session
+# lately), each [host name as HTCondor's Machine attribute has it, when it was
+# lost (epoch seconds)]: the session avoids the node until the collector has
+# heard from it since then.
+NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9_-]{0,62}))*$")
 MAX_AVOID_NODES = 32
 
 
-def check_avoid_nodes(value) -> list[str]:
-    """The avoid_nodes of a request: at most MAX_AVOID_NODES host names."""
+def is_node_name(name) -> bool:
+    return isinstance(name, str) and len(name) <= 253 and bool(NODE_NAME.fullmatch(name))
+
+
+def check_avoid_nodes(value) -> list[list]:
+    """The avoid_nodes of a request: at most MAX_AVOID_NODES [host name, epoch seconds] pairs."""
     if not isinstance(value, list) or len(value) > MAX_AVOID_NODES:
-        raise ContractError(f"avoid_nodes must be a list of at most {MAX_AVOID_NODES} host names")
-    for node in value:
-        if not isinstance(node, str) or len(node) > 253 or not NODE_NAME.fullmatch(node):
+        raise ContractError(f"avoid_nodes must be a list of at most {MAX_AVOID_NODES} [host name, time] pairs")
+    checked = {}
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2):
+            raise ContractError(f"avoid_nodes: {str(item)[:60]!r} is not a [host name, time] pair")
+        node, since = item
+        if not is_node_name(node):
             raise ContractError(f"avoid_nodes: {str(node)[:40]!r} is not a host name")
-    return sorted(set(value))
+        if isinstance(since, bool) or not isinstance(since, int) or not 0 < since < 2**33:
+            raise ContractError(f"avoid_nodes: the time for {node} must be whole seconds since 1970")
+        checked[node] = max(since, checked.get(node, 0))
+    return [[node, since] for node, since in sorted(checked.items())]
 
 
 def submit_request(
-    key: str, env: dict, session: dict, files: dict | None = None, avoid_nodes: list[str] | None = None
+    key: str, env: dict, session: dict, files: dict | None = None, avoid_nodes: list[list] | None = None
 ) -> dict:
     """The submit request for a checked session: names and numbers only; the helper looks up the rest."""
     request = {
@@ -311,7 +324,7 @@ def submit_request(
     if files:
         request["files"] = files
     if avoid_nodes:
-        request["avoid_nodes"] = list(avoid_nodes)
+        request["avoid_nodes"] = [list(pair) for pair in avoid_nodes]
     return request
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .contract import ATTRS, MEMORY_HOLD_SUBCODE, SHARE_SLOT_ATTR
+from .contract import ATTRS, MAX_AVOID_NODES, MEMORY_HOLD_SUBCODE, SHARE_SLOT_ATTR, is_node_name
 
 PROJECTION = [
     "ClusterId",
@@ -72,6 +72,12 @@ class JobInfo:
     hold_reason: str = ""
     hold_code: int = 0  # HoldReasonCode
     hold_subcode: int = 0  # HoldReasonSubCode
+    starts: int = 0  # how often the job has started (more than once: evicted and rerun)
+    transferring: bool = False  # the job is sending its files back
+    request_cpus: int | None = None
+    request_memory_mb: int | None = None
+    queued_at: int = 0  # QDate
+    rejected: str = ""  # the negotiator's last reason not to match it (LastRejMatchReason)
 
     @property
     def over_memory(self) -> bool:
@@ -79,12 +85,6 @@ class JobInfo:
         if self.hold_code == STARTD_HELD:
             return self.hold_subcode == MEMORY_HOLD_SUBCODE
         return self.hold_code == OUT_OF_RESOURCES and "memory" in self.hold_reason.lower()
-    starts: int = 0  # how often the job has started (more than once: evicted and rerun)
-    transferring: bool = False  # the job is sending its files back
-    request_cpus: int | None = None
-    request_memory_mb: int | None = None
-    queued_at: int = 0  # QDate
-    rejected: str = ""  # the negotiator's last reason not to match it (LastRejMatchReason)
 
 
 @dataclass(frozen=True)
@@ -218,6 +218,7 @@ class JobStatusCache:
         self._reschedule = reschedule or (_default_reschedule if query is None else (lambda: None))
         self.reschedule_after = reschedule_after
         self._rescheduled = float("-inf")
+        self._rescheduling: asyncio.Future | None = None
         self.reschedules = 0
         self.avoid_for = avoid_for
         self._lost: dict[str, float] = {}  # node -> time.time() it was lost
@@ -261,7 +262,7 @@ class JobStatusCache:
                     for ad in ads
                 }
                 self._ok = True
-                await self._reschedule_waiting()
+                self._reschedule_waiting()
             try:
                 slots = await asyncio.wait_for(
                     asyncio.get_running_loop().run_in_executor(None, self._share_query), timeout=self.timeout
@@ -285,11 +286,12 @@ class JobStatusCache:
                     if slot.node in self._lost and slot.heard_at > self._lost[slot.node]:
                         self.log.info("Node %s answers the collector again; new sessions may go there", slot.node)
                         del self._lost[slot.node]
-                avoided = self.avoided_nodes()
+                avoided = {node for node, _ in self.avoided_nodes()}
                 self.share = ShareView(tuple(s for s in seen if s.node not in avoided), known=True)
             self._fetched = time.monotonic()
 
-    async def _reschedule_waiting(self) -> None:
+    def _reschedule_waiting(self) -> None:
+        """Ask for a reschedule in the background (never under the cache's lock) when a session waits long."""
         now = time.time()
         waiting = [i for i in self._jobs.values() if i.state == State.IDLE and i.starts == 0]
         if not any(now - i.queued_at > self.reschedule_after for i in waiting):
@@ -298,25 +300,33 @@ class JobStatusCache:
             return
         self._rescheduled = time.monotonic()
         self.reschedules += 1
+        self._rescheduling = asyncio.ensure_future(self._reschedule_now())
+
+    async def _reschedule_now(self) -> None:
         try:
             await asyncio.wait_for(
                 asyncio.get_running_loop().run_in_executor(None, self._reschedule), timeout=self.timeout
             )
-        except Exception as exc:  # the schedd's answer changes nothing here; the next cycle asks again
+        except Exception as exc:  # the schedd's answer changes nothing here; the next period asks again
             self.log.info("reschedule for waiting sessions failed: %s", exc)
 
     def node_lost(self, node: str, when: float | None = None) -> None:
         """A session's node stopped answering: new sessions avoid it until it is heard from again."""
-        if node:
+        if is_node_name(node):
             self._lost[node] = when or time.time()
 
-    def avoided_nodes(self) -> list[str]:
-        """The nodes new sessions are kept from (lost within avoid_for seconds and not heard from since)."""
+    def avoided_nodes(self) -> list[list]:
+        """[node, since] for the nodes new sessions avoid: lost within avoid_for seconds, not heard from since.
+
+        The newest MAX_AVOID_NODES; a submitted session's requirements let it go
+        there again once the collector has heard from the node after ``since``.
+        """
         now = time.time()
         for node, when in list(self._lost.items()):
             if now - when > self.avoid_for:
                 del self._lost[node]
-        return sorted(self._lost)
+        newest = sorted(self._lost.items(), key=lambda item: item[1], reverse=True)[:MAX_AVOID_NODES]
+        return [[node, int(when)] for node, when in sorted(newest)]
 
     def waiting_before(self, job_id: str) -> int:
         """How many session jobs have been waiting longer than this one (its place in the queue)."""

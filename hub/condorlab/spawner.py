@@ -133,6 +133,12 @@ class CondorlabSpawner(CondorSpawner):
         crashed, the network is cut) before the session is ended and its job removed. A shorter blip keeps it.""",
     ).tag(config=True)
 
+    lab_exit_grace = Integer(
+        8,
+        help="""Seconds nothing may listen on a running session's port while its job still runs before the
+        session is ended as "lab died": its job usually leaves the queue first, with the reason (an exit, a hold).""",
+    ).tag(config=True)
+
     @default("poll_interval")
     def _poll_interval_default(self):
         # A lost node is noticed within lost_after plus one interval; a poll reads
@@ -166,6 +172,9 @@ class CondorlabSpawner(CondorSpawner):
 
     # Since when (time.time()) the running lab has not answered the health check; 0 while it answers.
     unreachable_since = Float(0)
+
+    # Since when nothing has listened on the running lab's port; 0 while it answers.
+    refused_since = Float(0)
 
     # ---- names -----------------------------------------------------------
 
@@ -281,12 +290,16 @@ class CondorlabSpawner(CondorSpawner):
         self.session = {}
         self.job_info = JobInfo(State.GONE)
         self.unreachable_since = 0
+        self.refused_since = 0
 
     def session_ended(self, reason: str, message: str) -> None:
         """A session ended without the user asking: record why, and keep the message for the user."""
         self.log.warning("Session job %s of %s ended (%s): %s", self.job_id, self.user.name, reason, message)
         if self.started_at():
-            self.record("stop", host=self.job_info.host or self.ip, reason=reason, detail=message)
+            held = {}
+            if self.job_info.state == State.HELD:
+                held = {"hold_code": self.job_info.hold_code, "hold_subcode": self.job_info.hold_subcode}
+            self.record("stop", host=self.job_info.host or self.ip, reason=reason, detail=message, **held)
         self.last_end = {"reason": reason, "message": message, "time": round(time.time())}
 
     # ---- internal TLS ----------------------------------------------------
@@ -476,6 +489,12 @@ class CondorlabSpawner(CondorSpawner):
         except identity.IdentityError:
             return "lost", f"another process answers on {host}:{self.port} in place of your lab; the session was ended"
         except ConnectionRefusedError:
+            # The lab exits a moment before its job leaves the queue (a stop from
+            # the lab's menu, a hold over memory): the queue says why, once it knows.
+            now = time.time()
+            self.refused_since = self.refused_since or now
+            if now - self.refused_since < self.lab_exit_grace:
+                return None
             return "lab-died", f"your lab on {host} stopped (nothing listens on port {self.port} any more)"
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             now = time.time()
@@ -490,6 +509,7 @@ class CondorlabSpawner(CondorSpawner):
             self.status_cache.node_lost(host, self.unreachable_since)
             return "node-lost", f"the node running your session, {host}, stopped answering at {since}"
         self.unreachable_since = 0
+        self.refused_since = 0
         return None
 
     def started_at(self) -> float:

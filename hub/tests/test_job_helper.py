@@ -81,9 +81,12 @@ def test_a_good_request_passes():
         ({"files": {"session-tls.key": "-----BEGIN " + "A" * 70000}}, "must be PEM text"),
         ({"executable": "/bin/sh"}, "unknown request fields: executable"),
         ({"avoid_nodes": "wn2"}, "avoid_nodes must be a list"),
-        ({"avoid_nodes": ['wn2" || true || "']}, "is not a host name"),
-        ({"avoid_nodes": ["wn2\nexecutable = /bin/sh"]}, "is not a host name"),
-        ({"avoid_nodes": [f"wn{n}" for n in range(40)]}, "at most 32 host names"),
+        ({"avoid_nodes": ["wn2"]}, "is not a \\[host name, time\\] pair"),
+        ({"avoid_nodes": [['wn2" || true || "', 1]]}, "is not a host name"),
+        ({"avoid_nodes": [["wn2\nexecutable = /bin/sh", 1]]}, "is not a host name"),
+        ({"avoid_nodes": [["wn2", "1 || true"]]}, "must be whole seconds"),
+        ({"avoid_nodes": [["wn2", True]]}, "must be whole seconds"),
+        ({"avoid_nodes": [[f"wn{n}", 1] for n in range(40)]}, "at most 32"),
     ],
 )
 def test_bad_requests_are_refused(change, message):
@@ -162,10 +165,12 @@ def test_sessions_ask_for_the_interactive_share(share, fallback, requirements, r
 
 
 def test_nodes_the_hub_lost_a_session_on_are_avoided():
-    checked = helper.check_request({**GOOD, "avoid_nodes": ["wn2.example.org", "wn1"]}, USER_GROUPS, MEMBER)
+    avoid = [["wn2.example.org", 1764500000], ["wn1", 1764500100]]
+    checked = helper.check_request({**GOOD, "avoid_nodes": avoid}, USER_GROUPS, MEMBER)
     text = helper.render({**CONFIG, "interactive_share": True}, ALICE, checked, shared_dir="")
     assert (
         'requirements = (TARGET.CondorlabInteractive =?= True) && (OpSys == "LINUX") && '
-        '(TARGET.Machine =!= "wn1") && (TARGET.Machine =!= "wn2.example.org")\n'
+        '(TARGET.Machine =!= "wn1" || TARGET.LastHeardFrom > 1764500100) && '
+        '(TARGET.Machine =!= "wn2.example.org" || TARGET.LastHeardFrom > 1764500000)\n'
     ) in text
-    assert "# Not on wn1, wn2.example.org: the hub lost a session there lately" in text
+    assert "# Not on wn1, wn2.example.org until the collector hears from it again" in text

@@ -106,38 +106,52 @@ def test_a_collector_that_does_not_answer_leaves_the_share_unknown():
     assert not cache.share.known and cache.share.slots == ()
 
 
-def test_a_session_waiting_long_asks_for_a_reschedule_at_most_once_a_period():
+def test_a_session_waiting_long_asks_for_a_reschedule_at_most_once_a_period(monkeypatch):
     now = [1000.0]
     queue = [{"ClusterId": 7, "ProcId": 0, "JobStatus": 1, "QDate": 990}]
     asked = []
     cache = JobStatusCache(lambda: queue, reschedule=lambda: asked.append(1), reschedule_after=30, max_age=0)
-    original = time.time
-    time.time = lambda: now[0]
-    try:
-        run(cache.get("7"))
-        assert asked == [], "queued 10 s ago: the submission's own reschedule is enough"
-        now[0] = 1025
-        run(cache.get("7"))
-        assert asked == [1], "waiting 35 s: the schedd is asked again"
-        run(cache.get("7"))
-        assert asked == [1], "not again within the period"
-        cache._rescheduled -= 31
-        run(cache.get("7"))
-        assert asked == [1, 1]
-        queue[0]["JobStatus"] = 2
-        cache._rescheduled -= 31
-        run(cache.get("7"))
-        assert asked == [1, 1], "nothing waits: nothing asked"
-    finally:
-        time.time = original
+    monkeypatch.setattr(time, "time", lambda: now[0])
+
+    async def look():
+        await cache.get("7")
+        if cache._rescheduling:
+            await cache._rescheduling
+
+    run(look())
+    assert asked == [], "queued 10 s ago: the submission's own reschedule is enough"
+    now[0] = 1025
+    run(look())
+    assert asked == [1], "waiting 35 s: the schedd is asked again"
+    run(look())
+    assert asked == [1], "not again within the period"
+    cache._rescheduled -= 31
+    run(look())
+    assert asked == [1, 1]
+    queue[0]["JobStatus"] = 2
+    cache._rescheduled -= 31
+    run(look())
+    assert asked == [1, 1], "nothing waits: nothing asked"
 
 
-def test_a_failed_reschedule_keeps_the_jobs():
-    def broken():
+def test_a_slow_or_failed_reschedule_holds_up_no_status_read():
+    def slow():
+        time.sleep(0.5)
         raise RuntimeError("schedd busy")
 
-    cache = JobStatusCache(lambda: [{"ClusterId": 7, "ProcId": 0, "JobStatus": 1, "QDate": 1}], reschedule=broken)
-    assert run(cache.get("7")).state == State.IDLE
+    queue = [{"ClusterId": 7, "ProcId": 0, "JobStatus": 1, "QDate": 1}]
+    cache = JobStatusCache(lambda: queue, reschedule=slow, max_age=0)
+
+    async def scenario():
+        t0 = time.monotonic()
+        first = await cache.get("7")
+        second = await cache.get("7", force=True)
+        took = time.monotonic() - t0
+        await cache._rescheduling  # its failure is logged, not raised
+        return first, second, took
+
+    first, second, took = run(scenario())
+    assert first.state == second.state == State.IDLE and took < 0.4
 
 
 def test_a_lost_node_is_avoided_until_the_collector_hears_from_it_again():
@@ -146,12 +160,23 @@ def test_a_lost_node_is_avoided_until_the_collector_hears_from_it_again():
         {"Machine": "wn2", "Cpus": 4, "Memory": 2048, "LastHeardFrom": 900},
     ]
     cache = JobStatusCache(lambda: [], share_query=lambda: slots, max_age=0, avoid_for=600)
-    cache.node_lost("wn2", when=time.time() - 10)
+    lost_at = time.time() - 10
+    cache.node_lost("wn2", when=lost_at)
     run(cache.get("1"))
-    assert cache.avoided_nodes() == ["wn2"]
+    assert cache.avoided_nodes() == [["wn2", int(lost_at)]]
     assert [s.node for s in cache.share.slots] == ["wn1"], "its CPUs are not offered on the form"
     slots[1]["LastHeardFrom"] = int(time.time())
     run(cache.get("1"))
     assert cache.avoided_nodes() == [] and [s.node for s in cache.share.slots] == ["wn1", "wn2"]
     cache.node_lost("wn1", when=time.time() - 601)
     assert cache.avoided_nodes() == [], "forgotten after avoid_for"
+
+
+def test_only_the_newest_lost_nodes_with_usable_names_are_sent():
+    cache = JobStatusCache(lambda: [])
+    for n in range(40):
+        cache.node_lost(f"wn{n:02d}", when=1_000_000_000 + n)
+    cache.node_lost('wn" || true', when=2_000_000_000)
+    cache.avoid_for = 10**10
+    avoided = cache.avoided_nodes()
+    assert len(avoided) == 32 and avoided[0] == ["wn08", 1_000_000_008] and avoided[-1][0] == "wn39"

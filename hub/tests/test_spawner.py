@@ -27,7 +27,7 @@ class FakeCache:
         self.lost[node] = when
 
     def avoided_nodes(self):
-        return sorted(self.lost)
+        return [[node, int(when or 1)] for node, when in sorted(self.lost.items())]
 
     async def refresh(self, force=False):
         pass
@@ -131,10 +131,10 @@ def test_submit_sends_only_checked_values(spawner):
 
 def test_a_submission_avoids_the_nodes_where_sessions_were_lost(spawner):
     spawner.status_cache = FakeCache(JobInfo(State.GONE))
-    spawner.status_cache.node_lost("wn2")
+    spawner.status_cache.node_lost("wn2", 1764500000.5)
     run(spawner.submit_batch_script())
     (_, request), *_ = spawner.calls
-    assert request["avoid_nodes"] == ["wn2"]
+    assert request["avoid_nodes"] == [["wn2", 1764500000]]
 
 
 def test_named_servers_do_not_share_the_default_staging(spawner, monkeypatch):
@@ -549,6 +549,7 @@ def running_session(spawner, tmp_path=None):
     spawner.check_options(spawner, {"profile": "physics/small"})
     spawner.session = {**spawner.session, "started": time.time() - 60}
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn2"))
+    spawner.lab_exit_grace = 0
 
 
 def test_a_short_blip_keeps_the_session_and_a_lost_node_ends_it(spawner, tmp_path):
@@ -600,6 +601,40 @@ def test_a_lab_that_died_ends_the_session_at_once(spawner):
     assert "your lab on wn2 stopped" in spawner.last_end["message"]
 
 
+def test_a_lab_that_exits_is_explained_by_its_job_not_called_dead(spawner, monkeypatch):
+    running_session(spawner)
+    spawner.lab_exit_grace = 8
+    held = JobInfo(State.HELD, host="wn2", hold_code=21, hold_subcode=102, hold_reason="the session used 600 MB")
+    spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn2"), held)
+
+    async def refused(host, port):
+        raise ConnectionRefusedError(111, "refused")
+
+    spawner.check_identity = refused
+    clock = [1000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    assert run(spawner.poll()) is None, "the job still runs: the queue may not know yet"
+    clock[0] += 10
+    assert run(spawner.poll()) == 1
+    assert spawner.last_end["reason"] == "memory"
+
+
+def test_a_lab_gone_while_its_job_runs_on_is_dead_after_the_grace(spawner, monkeypatch):
+    running_session(spawner)
+    spawner.lab_exit_grace = 8
+
+    async def refused(host, port):
+        raise ConnectionRefusedError(111, "refused")
+
+    spawner.check_identity = refused
+    clock = [1000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    assert run(spawner.poll()) is None
+    clock[0] += 10
+    assert run(spawner.poll()) == 1
+    assert spawner.last_end["reason"] == "lab-died"
+
+
 @pytest.mark.parametrize(
     ("code", "subcode", "reason"),
     [
@@ -620,6 +655,7 @@ def test_a_session_over_its_memory_is_ended_with_that_reason(spawner, tmp_path, 
     )
     (stop,) = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
     assert stop["reason"] == "memory" and "512 MB" in stop["detail"]
+    assert (stop["hold_code"], stop["hold_subcode"]) == (code, subcode)
 
 
 def test_another_startd_hold_is_not_called_memory(spawner):

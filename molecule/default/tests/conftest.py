@@ -79,20 +79,26 @@ def hub_client(outsider, hub, passwords: dict[str, str]):
         return json.loads(outsider.check_output(f"python3 /tmp/hubclient.py {quoted(command, user, *args)}"))
 
     def background(command: str, user: str, *args: str):
-        """Start a client command and go on; returns (what it wrote to stderr so far, its result within a timeout)."""
+        """Start a client command and go on; returns (what it wrote to stderr so far, its result within a timeout).
+
+        The result is read once the command has finished (a marker file), never half written.
+        """
         out = f"/tmp/hubclient-{secrets.token_hex(4)}"
-        outsider.check_output(
-            f"setsid nohup python3 /tmp/hubclient.py {quoted(command, user, *args)} "
-            f"> {out}.json 2> {out}.err < /dev/null &"
+        script = (
+            f"python3 /tmp/hubclient.py {quoted(command, user, *args)} > {out}.json 2> {out}.err\ntouch {out}.done\n"
         )
+        outsider.check_output(f"echo {base64.b64encode(script.encode()).decode()} | base64 -d > {out}.sh")
+        outsider.check_output(f"setsid nohup sh {out}.sh < /dev/null > /dev/null 2>&1 &")
 
         def said() -> str:
             return outsider.run(f"cat {out}.err").stdout
 
         def result(timeout: float) -> dict:
-            finished = wait_for(lambda: outsider.run(f"test -s {out}.json").rc == 0, timeout, interval=1)
+            finished = wait_for(lambda: outsider.run(f"test -e {out}.done").rc == 0, timeout, interval=1)
             assert finished, f"hubclient {command} {user} gave no result in {timeout} s: {said()[-3000:]}"
-            return json.loads(outsider.file(f"{out}.json").content_string)
+            text = outsider.file(f"{out}.json").content_string
+            assert text.strip(), f"hubclient {command} {user} failed: {said()[-3000:]}"
+            return json.loads(text)
 
         return said, result
 

@@ -159,11 +159,13 @@ class Client:
             raise SystemExit(f"token request: {status} {text[:300]}")
         return json.loads(text)["token"]
 
-    def watch(self, seconds: float, path: str) -> dict:
-        """GET a lab path for a while, by cookie (a browser in the lab) and by API token, and count the answers.
+    def watch(self, seconds: float, path: str, stop_file: str = "") -> dict:
+        """GET a lab path by cookie (a browser in the lab) and by API token until stop_file exists (or for
+        ``seconds``), and count the answers.
 
-        Each request that does not get 200 is listed with the time it was made
-        (seconds from the start) and what came back.
+        Every request that does not get 200 is listed with when it was made
+        (epoch seconds) and what came back; first and last give the span the
+        requests covered.
         """
         if not self.open_lab(self.user):
             raise SystemExit(f"the hub did not say where {self.user}'s server is")
@@ -171,18 +173,21 @@ class Client:
         print("watching", file=sys.stderr, flush=True)
         answers = {"cookie": {}, "token": {}}
         failures = []
+        first = time.time()
         t0 = time.monotonic()
-        while time.monotonic() - t0 < seconds:
-            for kind, headers in (("cookie", {}), ("token", {"Authorization": f"token {token}"})):
-                at = time.monotonic() - t0
+        context = ssl.create_default_context(cafile=CA_FILE)
+        while time.monotonic() - t0 < seconds and not (stop_file and os.path.exists(stop_file)):
+            for kind in ("cookie", "token"):
+                at = time.time()
                 try:
                     if kind == "token":
-                        req = urllib.request.Request(url_of(path, self.origins), headers=headers)
-                        context = ssl.create_default_context(cafile=CA_FILE)
+                        req = urllib.request.Request(
+                            url_of(path, self.origins), headers={"Authorization": f"token {token}"}
+                        )
                         with urllib.request.urlopen(req, timeout=10, context=context) as resp:
                             status = resp.status
                     else:
-                        status = self.request("GET", path, headers=headers)[0]
+                        status = self.request("GET", path)[0]
                 except urllib.error.HTTPError as exc:
                     status = exc.code
                 except OSError as exc:
@@ -191,7 +196,7 @@ class Client:
                 if status != 200:
                     failures.append({"kind": kind, "at": round(at, 2), "status": str(status)})
             time.sleep(0.2)
-        return {"answers": answers, "failures": failures[:50]}
+        return {"answers": answers, "failures": failures[:50], "first": first, "last": time.time()}
 
     def stop(self) -> dict:
         t0 = time.monotonic()
@@ -235,7 +240,7 @@ def main() -> None:
         status, url, text = client.request(command.upper(), args[0], body=body)
         out.update({"status": status, "url": url, "text": text[:100000]})
     elif command == "watch":
-        out.update(client.watch(float(args[0]), args[1]))
+        out.update(client.watch(float(args[0]), args[1], args[2] if len(args) > 2 else ""))
     print(json.dumps(out))
 
 

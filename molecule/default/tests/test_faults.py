@@ -213,25 +213,31 @@ def hub_answers(hub) -> bool:
     return hub.run("curl -sf --cacert /etc/condorlab/public-tls/ca.crt https://localhost:8443/hub/api/").rc == 0
 
 
-def test_a_hub_restart_leaves_every_session_running_and_reachable(client, hub, four_sessions, report):
+def test_a_hub_restart_leaves_every_session_running_and_reachable(client, outsider, hub, four_sessions, report):
     jobs = running_jobs(hub, four_sessions)
     assert all(len(j) == 1 for j in jobs.values()), jobs
     # alice is in her lab (cookie) and uses an API token at the same time, all through the restart.
-    said, watched = client.background("watch", "alice", "40", "/user/alice/api/status")
+    stop_file = "/tmp/condorlab-watch.stop"
+    outsider.run(f"rm -f {stop_file}")
+    said, watched = client.background("watch", "alice", "180", "/user/alice/api/status", stop_file)
     assert wait_for(lambda: "watching" in said(), 60), said()
     time.sleep(3)
-    restarted = time.monotonic()
+    restarted = time.time()
     hub.check_output("systemctl restart jupyterhub")
     assert wait_for(lambda: hub_answers(hub), 60, interval=0.5)
-    back = time.monotonic() - restarted
-    seen = watched(90)
+    back = time.time()
+    time.sleep(5)
+    outsider.check_output(f"touch {stop_file}")
+    seen = watched(60)
+    assert seen["first"] < restarted and seen["last"] > back + 4, "the requests span the restart"
     assert seen["failures"] == [], seen
     assert reachable(client, four_sessions) == list(four_sessions)
     assert running_jobs(hub, four_sessions) == jobs
     counts = {kind: sum(n.values()) for kind, n in seen["answers"].items()}
     report(
-        f"hub restart: API back after {back:.1f} s; 4/4 sessions kept and reachable; lab requests during the "
-        f"restart: {counts['cookie']} by cookie and {counts['token']} by API token, 0 failed"
+        f"hub restart: API back after {back - restarted:.1f} s; 4/4 sessions kept and reachable; lab requests "
+        f"from {restarted - seen['first']:.0f} s before to {seen['last'] - back:.0f} s after: {counts['cookie']} "
+        f"by cookie and {counts['token']} by API token, {len(seen['failures'])} failed"
     )
 
 
@@ -251,17 +257,18 @@ def test_a_condor_restart_leaves_every_session_running(client, hub, cm, four_ses
 
 def test_a_start_while_the_central_manager_is_down_waits_and_then_succeeds(client, hub, cm, report):
     client("stop", "judy")
+    down = 30
     cm.check_output("systemctl stop condor")
     try:
-        _, result = client.background("start", "judy", "280")
-        down = 30
+        _, result = client.background("start", "judy", "290")
         time.sleep(down)
-        assert servers(client, "judy").get("", {}).get("pending") == "spawn", "the start waits"
+        pending = servers(client, "judy").get("", {}).get("pending")
     finally:
         cm.check_output("systemctl start condor")
     upped = time.monotonic()
     try:
-        outcome = result(300)
+        assert pending == "spawn", "the start waits while the central manager is down"
+        outcome = result(320)
         assert "ready_after" in outcome, outcome
         report(
             f"start with the central manager down for {down} s: ready {outcome['ready_after']:.1f} s after the "
@@ -272,20 +279,22 @@ def test_a_start_while_the_central_manager_is_down_waits_and_then_succeeds(clien
 
 
 def test_a_session_over_its_memory_is_held_and_its_user_told_why(client, hub, report):
-    started(client, "carol", {"profile": "physics/small", "memory": "300MB"})
+    started(client, "carol", {"profile": "physics/small", "memory": "256MB"})
     (job,) = session_jobs(hub, "carol", "JobStatus == 2")
-    # Each kernel is a process of the session's job: a few of them take the lab over its 300 MB.
+    # Each kernel is a process of the session's job: a few of them take the lab over its 256 MB.
     grown = time.monotonic()
     kernels = 0
-    while servers(client, "carol") and kernels < 8:
+    while servers(client, "carol") and kernels < 12:
         answer = client("post", "carol", "/user/carol/api/kernels", "{}")
         kernels += answer["status"] == 201
-        time.sleep(2)
+        time.sleep(3)
     assert wait_for(lambda: not servers(client, "carol"), 150, interval=2), "the hub ends the held session"
     ended = time.monotonic() - grown
     (stop,) = [r for r in records(hub, "carol") if r["event"] == "stop" and r["job"] == str(job["ClusterId"])]
     assert stop["reason"] == "memory", stop
+    # Held by the share's own policy (the test bed's containers have no cgroup limit to do it).
+    assert (stop["hold_code"], stop["hold_subcode"]) == (21, 102), stop
     form = client("get", "carol", "/hub/spawn")["text"]
-    assert "your session used more than 300 MB of memory" in form, form[-2000:]
+    assert "your session used more than 256 MB of memory" in form, form[-2000:]
     assert not session_jobs(hub, "carol", f"ClusterId == {job['ClusterId']}"), "the held job was removed"
-    report(f"memory over the request (300 MB, {kernels} kernels started): session ended {ended:.1f} s later")
+    report(f"memory over the request (256 MB, {kernels} kernels started): session ended {ended:.1f} s later")
