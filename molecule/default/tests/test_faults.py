@@ -279,22 +279,22 @@ def test_a_start_while_the_central_manager_is_down_waits_and_then_succeeds(clien
 
 
 def test_a_session_over_its_memory_is_held_and_its_user_told_why(client, hub, report):
-    started(client, "carol", {"profile": "physics/small", "memory": "256MB"})
-    (job,) = session_jobs(hub, "carol", "JobStatus == 2")
+    started(client, "bob", {"profile": "physics/small", "memory": "256MB"})
+    (job,) = session_jobs(hub, "bob", "JobStatus == 2")
     # Each kernel is a process of the session's job: a few of them take the lab over its 256 MB.
     grown = time.monotonic()
     kernels = 0
-    while servers(client, "carol") and kernels < 12:
-        answer = client("post", "carol", "/user/carol/api/kernels", "{}")
+    while servers(client, "bob") and kernels < 12:
+        answer = client("post", "bob", "/user/bob/api/kernels", "{}")
         kernels += answer["status"] == 201
         time.sleep(3)
-    assert wait_for(lambda: not servers(client, "carol"), 150, interval=2), "the hub ends the held session"
+    assert wait_for(lambda: not servers(client, "bob"), 150, interval=2), "the hub ends the held session"
     ended = time.monotonic() - grown
-    (stop,) = [r for r in records(hub, "carol") if r["event"] == "stop" and r["job"] == str(job["ClusterId"])]
+    (stop,) = [r for r in records(hub, "bob") if r["event"] == "stop" and r["job"] == str(job["ClusterId"])]
     assert stop["reason"] == "memory", stop
     # Held by the share's own policy (the test bed's containers have no cgroup limit to do it).
     assert (stop["hold_code"], stop["hold_subcode"]) == (21, 102), stop
-    form = client("get", "carol", "/hub/spawn")["text"]
+    form = client("get", "bob", "/hub/spawn")["text"]
     assert "your session used more than 256 MB of memory" in form, form[-2000:]
-    assert not session_jobs(hub, "carol", f"ClusterId == {job['ClusterId']}"), "the held job was removed"
+    assert not session_jobs(hub, "bob", f"ClusterId == {job['ClusterId']}"), "the held job was removed"
     report(f"memory over the request (256 MB, {kernels} kernels started): session ended {ended:.1f} s later")
