@@ -150,6 +150,38 @@ def summarise(ads: Iterable[dict]) -> tuple[dict[str, Usage], dict[tuple[str, st
     return groups, users
 
 
+@dataclass
+class Daily:
+    """Per user group and UTC day of a period: core hours (a session's split at midnight) and sessions ended."""
+
+    days: list[str]
+    core_hours: dict[str, list[float]]
+    sessions: dict[str, list[int]]
+
+
+def daily(ads: Iterable[dict], since: float, until: float) -> Daily:
+    first = datetime.fromtimestamp(since, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    count = max(1, int((until - first.timestamp() + 86399) // 86400))
+    days = [(first + timedelta(days=n)).strftime("%Y-%m-%d") for n in range(count)]
+    starts = [first.timestamp() + n * 86400 for n in range(count)]
+    core: dict[str, list[float]] = {}
+    sessions: dict[str, list[int]] = {}
+    for ad in ads:
+        group = group_of(ad)
+        core.setdefault(group, [0.0] * count)
+        sessions.setdefault(group, [0] * count)
+        end = float(ad.get("EnteredCurrentStatus") or 0)
+        begin = end - float(ad.get("RemoteWallClockTime") or 0)
+        cpus = int(ad.get("RequestCpus") or 1)
+        for n, day_start in enumerate(starts):
+            overlap = min(end, day_start + 86400, until) - max(begin, day_start, since)
+            if overlap > 0:
+                core[group][n] += overlap * cpus / 3600
+            if day_start <= end < day_start + 86400:
+                sessions[group][n] += 1
+    return Daily(days, {g: [round(h, 3) for h in v] for g, v in sorted(core.items())}, dict(sorted(sessions.items())))
+
+
 def history_constraint(since: float, until: float) -> str:
     return f"{ATTRS.session} =?= true && EnteredCurrentStatus >= {int(since)} && EnteredCurrentStatus < {int(until)}"
 
@@ -252,7 +284,12 @@ def main(argv: list[str] | None = None, schedd=None) -> int:
     parser.add_argument(
         "--until", type=parse_time, default=now.timestamp() + 1, help="end of the period (UTC date; default: now)"
     )
-    parser.add_argument("--format", choices=["table", "csv"], default="table")
+    parser.add_argument(
+        "--format",
+        choices=["table", "csv", "html", "png", "svg"],
+        default="table",
+        help="html: the table and the plot in one page; png, svg: the plot (core hours and sessions per day)",
+    )
     parser.add_argument("--output", help="write the report to this file instead of standard output")
     parser.add_argument(
         "--records", default=SESSION_RECORDS, help=f"the hub's session records (default: {SESSION_RECORDS})"
@@ -265,13 +302,25 @@ def main(argv: list[str] | None = None, schedd=None) -> int:
     except Exception as exc:  # the schedd is down or refuses the query
         print(f"condorlab-accounting: cannot read HTCondor's history: {exc}", file=sys.stderr)
         return 1
-    report = rows(*summarise(checked_ads(ads, recorded_sessions(args.records))))
-    text = render_csv(report) if args.format == "csv" else render_table(report, args.since, args.until)
-    if args.output:
-        with open(args.output, "w") as handle:
-            handle.write(text)
+    counted = checked_ads(ads, recorded_sessions(args.records))
+    report = rows(*summarise(counted))
+    if args.format in ("html", "png", "svg"):
+        from . import report as pages
+
+        usage = daily(counted, args.since, args.until)
+        if args.format == "html":
+            data = pages.page(report, usage, args.since, args.until).encode()
+        else:
+            data = pages.plot(usage, args.since, args.until, args.format)
     else:
-        sys.stdout.write(text)
+        text = render_csv(report) if args.format == "csv" else render_table(report, args.since, args.until)
+        data = text.encode()
+    if args.output:
+        with open(args.output, "wb") as handle:
+            handle.write(data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 from condorlab import accounting
@@ -160,3 +161,50 @@ def test_only_recorded_sessions_with_possible_values_are_counted(capsys, tmp_pat
     assert "job 7 of bob is marked as a session but the hub never recorded it" in captured.err
     assert "job 8 of alice has impossible usage (wall -360.0 s" in captured.err
     assert "job 9 of alice has impossible usage (wall 5000.0 s" in captured.err
+
+
+def test_daily_core_hours_split_at_midnight_and_sessions_on_their_last_day():
+    late = {**ADS[0], "ClusterId": 4, "RemoteWallClockTime": 7200.0, "EnteredCurrentStatus": 2 * DAY + 3600}
+    usage = accounting.daily([*ADS, late], DAY, 3 * DAY)
+    assert usage.days == ["1970-01-02", "1970-01-03"]
+    # The late 2-CPU session of 2 h ran 1 h on each day; jobs 1 (2 CPUs) and 2 (1 CPU) ran 10 and 20 s
+    # of theirs within the period.
+    assert usage.core_hours["group_physics"] == [round((10 * 2 + 20) / 3600 + 2, 3), 2.0]
+    assert usage.sessions == {"group_astro": [1, 0], "group_physics": [2, 1]}
+    assert usage.core_hours["group_astro"] == [round(30 / 3600, 3), 0.0], "only the hours within the period"
+
+
+def test_the_plot_has_one_series_per_group_as_png_and_svg():
+    usage = accounting.daily(ADS, 0, 3 * DAY)
+    from condorlab import report
+
+    fig = report.figure(usage, 0, 3 * DAY)
+    hours_ax = fig.axes[0]
+    assert [line.get_label() for line in hours_ax.get_lines()] == ["group_astro", "group_physics"]
+    png = report.plot(usage, 0, 3 * DAY, "png")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    import matplotlib.image
+
+    assert matplotlib.image.imread(io.BytesIO(png)).shape[:2] == (650, 1000)
+    svg = report.plot(usage, 0, 3 * DAY, "svg").decode()
+    assert svg.count('id="series-') == 2 and 'id="series-group_astro"' in svg
+
+
+def test_the_html_page_is_self_contained_with_the_table_and_the_plot(tmp_path):
+    records = ["--records", records_of(tmp_path, ADS)]
+    out = tmp_path / "report.html"
+    period = ["--since", "1970-01-02", "--until", "1970-01-03"]
+    assert accounting.main([*period, "--format", "html", "--output", str(out), *records], FakeSchedd(ADS)) == 0
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<svg" in page and 'id="series-group_physics"' in page
+    assert "<td>group_astro</td>" in page and "<td>alice</td>" in page
+    assert "src=" not in page and "href=" not in page.replace('xlink:href="#', ""), "no external resources"
+    png = tmp_path / "report.png"
+    assert accounting.main([*period, "--format", "png", "--output", str(png), *records], FakeSchedd(ADS)) == 0
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_an_empty_period_still_makes_a_page(tmp_path):
+    out = tmp_path / "empty.html"
+    assert accounting.main(["--since", "2026-01-01", "--format", "html", "--output", str(out)], FakeSchedd([])) == 0
+    assert "No session ended in this period." in out.read_text()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import struct
 import time
 from urllib.parse import urlsplit
 
@@ -109,12 +111,24 @@ def test_the_accounting_report_counts_a_finished_session(browser, hub):
     assert all(r["group"] == "astro" for r in records if r["user"] == "carol")
 
 
-def test_the_accounting_report_playbook_fetches_a_csv(tmp_path):
+def test_the_accounting_report_playbook_fetches_a_csv_a_plot_and_a_page(tmp_path):
     run = run_playbook("playbooks/accounting-report.yml", "-e", f"accounting_report_dir={tmp_path}", timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     (report,) = tmp_path.glob("condorlab-accounting-hub-*.csv")
     rows = list(csv.DictReader(report.open()))
     assert any(r["group"] == "group_astro" and r["user"] == "carol" for r in rows)
+    groups = sorted({r["group"] for r in rows})
+    (png,) = tmp_path.glob("condorlab-accounting-hub-*.png")
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000
+    width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
+    assert (width, height) == (1000, 650)
+    (svg,) = tmp_path.glob("condorlab-accounting-hub-*.svg")
+    series = sorted(re.findall(r'id="series-([^"]+)"', svg.read_text()))
+    assert series == groups, "one line per group of the report"
+    (page,) = tmp_path.glob("condorlab-accounting-hub-*.html")
+    text = page.read_text()
+    assert "<svg" in text and "<td>carol</td>" in text and all(f'id="series-{g}"' in text for g in groups)
 
 
 def test_a_user_whose_name_has_a_dot_starts_and_reaches_a_session(hub, outsider):

@@ -1,0 +1,111 @@
+"""The usage report as a person would rather read it: a plot and a self-contained HTML page.
+
+The plot (PNG or SVG, matplotlib) has two panels over the period's UTC days:
+core hours per user group (one line each; a session's hours are split at
+midnight), and sessions per day (bars stacked by group; a session counts on
+the day it ended). Each group's line carries the SVG id ``series-<group>``.
+The HTML page holds the table (accounting.rows) and the plot as inline SVG:
+one file, no external resources.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from datetime import UTC, datetime
+
+from .accounting import COLUMNS, Daily
+
+SERIES_ID = "series-{group}"
+HEADINGS = {
+    "level": "level",
+    "group": "group",
+    "user": "user",
+    "sessions": "sessions",
+    "users": "users",
+    "wall_hours": "wall h",
+    "cpu_hours": "CPU h",
+    "core_hours": "core h",
+}
+
+
+def _period(since: float, until: float) -> str:
+    start = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M")
+    end = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M")
+    return f"{start} to {end} UTC"
+
+
+def figure(usage: Daily, since: float, until: float):
+    """The report's matplotlib figure (Agg: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 6.5), layout="constrained")
+    hours_ax, sessions_ax = fig.subplots(2, 1, sharex=True)
+    positions = list(range(len(usage.days)))
+    for group, hours in usage.core_hours.items():
+        (line,) = hours_ax.plot(positions, hours, marker="o", label=group)
+        line.set_gid(SERIES_ID.format(group=group))
+    hours_ax.set_ylabel("core hours")
+    hours_ax.set_title(f"condorlab sessions, {_period(since, until)}")
+    bottom = [0] * len(positions)
+    for group, counts in usage.sessions.items():
+        sessions_ax.bar(positions, counts, bottom=bottom, label=group)
+        bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    sessions_ax.set_ylabel("sessions ended")
+    sessions_ax.yaxis.get_major_locator().set_params(integer=True)
+    step = max(1, len(positions) // 15)
+    sessions_ax.set_xticks(positions[::step], usage.days[::step], rotation=45, ha="right")
+    if usage.core_hours:
+        hours_ax.legend(title="user group", loc="upper left")
+    else:
+        hours_ax.text(0.5, 0.5, "no session ended in this period", transform=hours_ax.transAxes, ha="center")
+    return fig
+
+
+def plot(usage: Daily, since: float, until: float, fmt: str) -> bytes:
+    """The plot as PNG or SVG bytes."""
+    out = io.BytesIO()
+    figure(usage, since, until).savefig(out, format=fmt, dpi=100, metadata={"Date": None} if fmt == "svg" else {})
+    return out.getvalue()
+
+
+def page(rows: list[dict], usage: Daily, since: float, until: float) -> str:
+    """A self-contained HTML page: the table and the plot (inline SVG)."""
+    svg = plot(usage, since, until, "svg").decode()
+    svg = svg[svg.index("<svg") :]  # inline: without the XML declaration and doctype
+    head = "".join(f"<th>{html.escape(HEADINGS[c])}</th>" for c in COLUMNS if c != "level")
+    body = []
+    for row in rows:
+        cells = "".join(
+            f"<td>{html.escape(str(row[c]))}</td>" if c in ("group", "user") else f"<td class=n>{row[c]}</td>"
+            for c in COLUMNS
+            if c != "level"
+        )
+        body.append(f'<tr class="{row["level"]}">{cells}</tr>')
+    if not body:
+        body.append(f'<tr><td colspan="{len(COLUMNS) - 1}">No session ended in this period.</td></tr>')
+    title = f"condorlab usage, {_period(since, until)}"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 2em; }}
+th, td {{ padding: .3em .8em; border-bottom: 1px solid #ddd; text-align: left; }}
+td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
+tr.group td {{ font-weight: bold; background: #f4f4f4; }}
+svg {{ max-width: 100%; height: auto; }}
+</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p>Sessions that ended in the period, from HTCondor's history (jobs the hub recorded as sessions).
+Core hours are wall hours times the CPUs the session asked for; the plot splits a session's hours at
+midnight and shows only the hours within the period.</p>
+<table><thead><tr>{head}</tr></thead><tbody>
+{chr(10).join(body)}
+</tbody></table>
+{svg}
+</body></html>
+"""
