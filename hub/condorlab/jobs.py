@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from . import metrics
 from .contract import ATTRS, MAX_AVOID_NODES, MEMORY_HOLD_SUBCODE, SHARE_SLOT_ATTR, is_node_name
 
 PROJECTION = [
@@ -34,6 +35,7 @@ PROJECTION = [
     "QDate",
     "LastRejMatchReason",
     ATTRS.server,
+    ATTRS.group,
 ]
 SHARE_PROJECTION = ["Machine", "Cpus", "Memory", "TotalSlotCpus", "TotalSlotMemory", "LastHeardFrom"]
 
@@ -78,6 +80,7 @@ class JobInfo:
     request_memory_mb: int | None = None
     queued_at: int = 0  # QDate
     rejected: str = ""  # the negotiator's last reason not to match it (LastRejMatchReason)
+    group: str = ""  # the user group (CondorlabGroup)
 
     @property
     def over_memory(self) -> bool:
@@ -237,6 +240,7 @@ class JobStatusCache:
             if not force and time.monotonic() - self._fetched < self.max_age:
                 return
             self.queries += 1
+            began = time.monotonic()
             try:
                 ads = await asyncio.wait_for(
                     asyncio.get_running_loop().run_in_executor(None, self._query), timeout=self.timeout
@@ -244,7 +248,9 @@ class JobStatusCache:
             except Exception as exc:  # the bindings raise plain exceptions; a hung schedd times out
                 self.log.warning("schedd query failed, keeping sessions as unknown: %s", exc)
                 self._ok = False
+                metrics.SCHEDD_QUERY_FAILURES.inc()
             else:
+                metrics.SCHEDD_QUERY_SECONDS.observe(time.monotonic() - began)
                 self._jobs = {
                     f"{ad['ClusterId']}.{ad.get('ProcId', 0)}": JobInfo(
                         state=_STATES.get(ad.get("JobStatus"), State.UNKNOWN),
@@ -258,6 +264,7 @@ class JobStatusCache:
                         request_memory_mb=_int_or_none(ad.get("RequestMemory")),
                         queued_at=int(ad.get("QDate") or 0),
                         rejected=str(ad.get("LastRejMatchReason") or ""),
+                        group=str(ad.get(ATTRS.group) or ""),
                     )
                     for ad in ads
                 }
@@ -327,6 +334,20 @@ class JobStatusCache:
                 del self._lost[node]
         newest = sorted(self._lost.items(), key=lambda item: item[1], reverse=True)[:MAX_AVOID_NODES]
         return [[node, int(when)] for node, when in sorted(newest)]
+
+    @property
+    def schedd_up(self) -> bool:
+        """Whether the last schedd query answered."""
+        return self._ok
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Session jobs by (state, user group) in the last view of the queue (none while the schedd is down)."""
+        counts: dict[tuple[str, str], int] = {}
+        if self._ok:
+            for info in self._jobs.values():
+                key = (info.state.value, info.group or "-")
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def waiting_before(self, job_id: str) -> int:
         """How many session jobs have been waiting longer than this one (its place in the queue)."""

@@ -47,11 +47,12 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets import Any, Dict, Float, Integer, List, Tuple, Unicode, default
 
-from . import contract, handlers, identity, profiles
+from . import contract, handlers, identity, metrics, profiles
 from .accounting import SESSION_RECORDS, SessionRecorder
 from .jobs import JobInfo, State, shared_cache
 
 handlers.install()
+metrics.register(shared_cache)
 
 
 # The negotiator's reasons not to match a job (LastRejMatchReason), as a user reads them.
@@ -66,9 +67,10 @@ REJECTIONS = {
 class StartFailed(web.HTTPError, RuntimeError):
     """A start that failed for a reason the user should read: the API's answer and the progress page show it."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, reason: str = "failed"):
         super().__init__(500, "%s", message)
         self.message = message
+        self.reason = reason  # for the start-failure metric: held, memory, exited, timeout, node-not-covered, identity
 
     def __str__(self) -> str:
         return self.message
@@ -265,6 +267,8 @@ class CondorlabSpawner(CondorSpawner):
             )
         except OSError as exc:
             self.log.warning("Could not record the session %s of %s: %s", event, self.user.name, exc)
+        if event == "stop":
+            metrics.SESSION_ENDS.labels(facts.get("reason") or "stopped", session.get("group") or "-").inc()
 
     def over_walltime(self) -> bool:
         """Whether the running session has reached its profile's walltime."""
@@ -642,11 +646,14 @@ class CondorlabSpawner(CondorSpawner):
         if self.job_info.state == State.HELD:
             reason, message = self.hold_explained()
             if reason == "memory":
-                return StartFailed(f"The session job {self.job_id} was held: {message}")
-            return StartFailed(f"The session job {self.job_id} was held by HTCondor: {self.job_info.hold_reason}")
+                return StartFailed(f"The session job {self.job_id} was held: {message}", "memory")
+            return StartFailed(
+                f"The session job {self.job_id} was held by HTCondor: {self.job_info.hold_reason}", "held"
+            )
         return StartFailed(
             f"The session job {self.job_id} ended before the lab started; see "
-            f"~/{contract.staging_dir(self.server_key)}/session.err on the hub"
+            f"~/{contract.staging_dir(self.server_key)}/session.err on the hub",
+            "exited",
         )
 
     async def _abandon(self) -> None:
@@ -656,6 +663,19 @@ class CondorlabSpawner(CondorSpawner):
         self.clear_state()
 
     async def start(self):
+        began = time.monotonic()
+        try:
+            address = await self._start()
+        except StartFailed as exc:
+            metrics.SESSION_START_FAILURES.labels(exc.reason).inc()
+            raise
+        except Exception:
+            metrics.SESSION_START_FAILURES.labels("error").inc()
+            raise
+        metrics.SESSION_START_SECONDS.labels(self.session.get("group") or "-").observe(time.monotonic() - began)
+        return address
+
+    async def _start(self):
         # JupyterHub's start_timeout runs from here: give up with the reason
         # 15 s before it (removing the job and its staged files takes a few
         # seconds), counting the submission too.
@@ -667,6 +687,7 @@ class CondorlabSpawner(CondorSpawner):
         if self.server:
             self.server.port = 0
         await self.submit_batch_script()
+        submitted, waited = time.monotonic(), False
         # Wait until the job runs and its server reports a port; notice a job
         # that dies or is held on the way instead of waiting for start_timeout.
         # The first look is a fresh query: the shared cache predates the job.
@@ -674,6 +695,11 @@ class CondorlabSpawner(CondorSpawner):
         while True:
             status = await self.query_job_status(force=force)
             force = False
+            if status == JobStatus.RUNNING and not waited:
+                waited = True
+                metrics.SESSION_QUEUE_WAIT_SECONDS.labels(self.session.get("group") or "-").observe(
+                    time.monotonic() - submitted
+                )
             if status == JobStatus.NOTFOUND:
                 error = self._failure()
                 await self._abandon()
@@ -683,14 +709,15 @@ class CondorlabSpawner(CondorSpawner):
             if loop.time() > deadline:
                 why = self.pending_message() or f"Session job {self.job_id} runs but its lab did not report a port"
                 await self._abandon()
-                raise StartFailed(f"The session did not start within {self.start_timeout} s. {why}.")
+                raise StartFailed(f"The session did not start within {self.start_timeout} s. {why}.", "timeout")
             await asyncio.sleep(self.startup_poll_interval)
         self.ip = self.state_gethost()
         if not self.host_covered(self.ip):
             await self._abandon()
             raise StartFailed(
                 f"The session landed on {self.ip}, which the session certificates do not cover; "
-                "add the node to the condor_execute group (or set jupyterhub_internal_tls_names) and re-run site.yml"
+                "add the node to the condor_execute group (or set jupyterhub_internal_tls_names) and re-run site.yml",
+                "node-not-covered",
             )
         # The lab reports its port only once it listens: what answers there
         # now must be this session's own certificate, or nobody is routed.
@@ -700,7 +727,8 @@ class CondorlabSpawner(CondorSpawner):
             await self._abandon()
             raise StartFailed(
                 f"The session's lab on {self.ip}:{self.port} could not prove it is this session ({exc}); "
-                "the job was removed, start a new session"
+                "the job was removed, start a new session",
+                "identity",
             ) from None
         self.log.info("Session job %s of %s runs at %s:%s", self.job_id, self.user.name, self.ip, self.port)
         self.session = {**self.session, "started": time.time()}

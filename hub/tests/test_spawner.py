@@ -11,6 +11,7 @@ from condorlab import handlers, identity
 from condorlab.jobs import JobInfo, ShareSlot, ShareView, State
 from condorlab.spawner import CondorlabSpawner
 from jupyterhub.apihandlers import default_handlers
+from prometheus_client import REGISTRY
 
 
 class FakeCache:
@@ -177,19 +178,42 @@ def test_start_waits_for_the_job_and_the_port(spawner):
     assert spawner.status_cache.forced[0] is True, "the first look after submitting bypasses the cache"
 
 
+def metric(name, **labels):
+    return REGISTRY.get_sample_value(name, labels) or 0
+
+
+def test_a_start_is_measured(spawner):
+    spawner.status_cache = FakeCache(JobInfo(State.IDLE), JobInfo(State.RUNNING, host="wn1"))
+    spawner.check_options(spawner, {"profile": "physics/small"})
+    starts = metric("condorlab_session_start_seconds_count", group="physics")
+    waits = metric("condorlab_session_queue_wait_seconds_count", group="physics")
+    run(start_reporting_port(spawner, 50003))
+    assert metric("condorlab_session_start_seconds_count", group="physics") == starts + 1
+    assert metric("condorlab_session_queue_wait_seconds_count", group="physics") == waits + 1
+    ends = metric("condorlab_session_ends_total", reason="walltime", group="physics")
+    spawner.record("stop", reason="walltime")
+    assert metric("condorlab_session_ends_total", reason="walltime", group="physics") == ends + 1
+
+
 @pytest.mark.parametrize(
-    ("info", "message"),
+    ("info", "message", "reason"),
     [
-        (JobInfo(State.HELD, hold_reason="Error from slot1@wn1: out of memory"), "held by HTCondor: Error from"),
-        (JobInfo(State.GONE), "ended before the lab started"),
+        (
+            JobInfo(State.HELD, hold_reason="Error from slot1@wn1: out of memory"),
+            "held by HTCondor: Error from",
+            "held",
+        ),
+        (JobInfo(State.GONE), "ended before the lab started", "exited"),
     ],
 )
-def test_start_notices_a_job_that_dies_or_is_held(spawner, info, message):
+def test_start_notices_a_job_that_dies_or_is_held(spawner, info, message, reason):
     spawner.status_cache = FakeCache(JobInfo(State.IDLE), info)
+    failures = metric("condorlab_session_start_failures_total", reason=reason)
     with pytest.raises(RuntimeError, match=message):
         run(spawner.start())
     assert ("remove", "12") in [c[0] for c in spawner.calls]
     assert spawner.job_id == ""
+    assert metric("condorlab_session_start_failures_total", reason=reason) == failures + 1
 
 
 def test_poll_keeps_a_session_whose_state_is_unknown(spawner):
