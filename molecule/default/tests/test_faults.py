@@ -183,9 +183,10 @@ def test_an_idle_session_is_ended_like_a_stop(client, hub, report):
 
 @pytest.fixture(scope="module")
 def four_sessions(client, hub):
-    users = ("alice", "bob", "carol", "erin.lee")
+    profiles = {"alice": "physics/small", "bob": "physics/small", "carol": "astro/quick", "erin.lee": "physics/small"}
+    users = tuple(profiles)
     for user in users:
-        started(client, user)
+        started(client, user, {"profile": profiles[user]})
     yield users
     for user in users:
         client("stop", user)
