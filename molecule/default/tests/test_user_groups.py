@@ -86,6 +86,13 @@ def test_the_central_manager_knows_the_groups_and_quotas(cm):
 
 def test_the_accounting_report_counts_a_finished_session(browser, hub):
     day = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+
+    def carol() -> dict:
+        report = hub.check_output(f"condorlab-accounting --since {day} --format csv")
+        rows = [r for r in csv.DictReader(io.StringIO(report)) if r["level"] == "user" and r["user"] == "carol"]
+        return rows[0] if rows else {"group": "group_astro", "sessions": "0", "wall_hours": "0"}
+
+    before = carol()
     started_at = time.time()
     started = browser("start", "carol", "180")
     assert "ready_after" in started, started
@@ -93,12 +100,11 @@ def test_the_accounting_report_counts_a_finished_session(browser, hub):
     assert "stopped_after" in browser("stop", "carol")
     elapsed = time.time() - started_at
     # The report reads HTCondor's history: wait until the job is there.
-    assert wait_for(lambda: "carol" in hub.check_output(f"condorlab-accounting --since {day} --format csv"), timeout=60)
-    rows = list(csv.DictReader(io.StringIO(hub.check_output(f"condorlab-accounting --since {day} --format csv"))))
-    carol = next(r for r in rows if r["level"] == "user" and r["user"] == "carol")
-    assert carol["group"] == "group_astro"
-    assert int(carol["sessions"]) >= 1
-    wall = float(carol["wall_hours"]) * 3600 / int(carol["sessions"])
+    assert wait_for(lambda: int(carol()["sessions"]) > int(before["sessions"]), timeout=60)
+    after = carol()
+    assert after["group"] == "group_astro"
+    assert int(after["sessions"]) == int(before["sessions"]) + 1
+    wall = (float(after["wall_hours"]) - float(before["wall_hours"])) * 3600
     assert 0 < wall <= elapsed + 5, (wall, elapsed)
     table = hub.check_output(f"condorlab-accounting --since {day}")
     assert "group_astro" in table and "  carol" in table
