@@ -44,6 +44,7 @@ up() {
     local extra=()
     case $h in
       hub) extra=(-p "127.0.0.1:$public_port:$public_port" -v "$shared_volume:/shared") ;;
+      cm) extra=(-p "127.0.0.1:9090:9090") ;;
       wn*) extra=(-v "$shared_volume:/shared") ;;
     esac
     podman run -d --name "$name" --hostname "$h" --network "$network" --network-alias "$h" \
@@ -111,6 +112,9 @@ status() {
       echo "Demo logins (user:password; alice and bob have a shared area, carol's work travels with her job):"
       sed 's/^/  /' "$here/.demo-logins"
     fi
+    echo
+    echo "Prometheus (on cm): http://localhost:9090/ - the hub's metrics are job condorlab-hub,"
+    echo "condorlab's alert rules are at http://localhost:9090/alerts"
     echo
     echo "Try a batch job as the demo user alice on the access point (hub):"
     echo "  podman exec -it $prefix-hub su - alice"
