@@ -50,6 +50,7 @@ def test_check_mode_on_the_converged_site_reports_no_change():
             "rule 'db': port 70000 is not a port number",
         ),
         ('{"jupyterhub_session_port_range": [40000, 40100]}', "accepts jupyterhub_session_port_range"),
+        ("prometheus_retention=forever", "prometheus_retention is not a Prometheus duration"),
         (
             '{"condorlab_user_groups": [{"name": "physics", "unix_groups": ["physics"], '
             '"profiles": [{"name": "huge", "cpus": 64, "memory": "1GB", "walltime": "1h"}]}]}',
