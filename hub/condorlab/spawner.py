@@ -656,6 +656,18 @@ class CondorlabSpawner(CondorSpawner):
             "exited",
         )
 
+    def join_cull_group(self) -> None:
+        """Make the session's user group the user's only JupyterHub group.
+
+        Each user group's idle culler may end the servers of that JupyterHub
+        group's members only: so the session is culled by its own group's
+        idle_timeout (a user in two user groups is not culled by the shorter
+        one), and a Unix group change counts from the next start, no login needed.
+        """
+        sync = getattr(self.user, "sync_groups", None)
+        if sync is not None and self.session.get("group"):
+            sync([self.session["group"]])
+
     async def _abandon(self) -> None:
         """Give up a start: remove the job, delete its staged secrets, forget it."""
         await self.cancel_batch_job()
@@ -687,6 +699,7 @@ class CondorlabSpawner(CondorSpawner):
         if self.server:
             self.server.port = 0
         await self.submit_batch_script()
+        self.join_cull_group()
         submitted, waited = time.monotonic(), False
         # Wait until the job runs and its server reports a port; notice a job
         # that dies or is held on the way instead of waiting for start_timeout.

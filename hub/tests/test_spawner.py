@@ -178,6 +178,15 @@ def test_start_waits_for_the_job_and_the_port(spawner):
     assert spawner.status_cache.forced[0] is True, "the first look after submitting bypasses the cache"
 
 
+def test_a_start_makes_the_user_a_member_of_the_session_s_group_only(spawner):
+    synced = []
+    spawner.user.sync_groups = synced.append
+    spawner.status_cache = FakeCache(JobInfo(State.IDLE), JobInfo(State.RUNNING, host="wn1"))
+    spawner.check_options(spawner, {"profile": "physics/small"})
+    run(start_reporting_port(spawner, 50003))
+    assert synced == [["physics"]], "only the physics culler may end this session"
+
+
 def metric(name, **labels):
     return REGISTRY.get_sample_value(name, labels) or 0
 
