@@ -168,11 +168,20 @@ def test_orphaned_session_jobs_are_swept_and_the_hub_s_own_kept(client, hub, rep
     assert own
 
 
-def test_an_idle_session_is_ended_like_a_stop(client, hub, report):
+def test_a_session_in_use_is_kept_and_an_idle_one_ended_like_a_stop(client, hub, report):
     result = started(client, "judy")
+    # In use for half again the trial group's 60 s idle timeout: the culler leaves it alone.
+    used_until = time.monotonic() + 90
+    while time.monotonic() < used_until:
+        assert client("get", "judy", "/user/judy/api/contents")["status"] == 200, "kept while in use"
+        time.sleep(8)
+    assert servers(client, "judy").get("", {}).get("ready"), "kept while in use"
     began = time.monotonic()
     assert wait_for(lambda: not servers(client, "judy"), 240, interval=3), "the trial group's culler ends it"
-    report(f"idle session ended {time.monotonic() - began:.1f} s after it was ready (idle timeout 60 s)")
+    report(
+        f"session in use for 90 s kept; idle session ended {time.monotonic() - began:.1f} s after its last use "
+        "(idle timeout 60 s)"
+    )
     stop = records(hub, "judy")[-1]
     assert (stop["event"], stop["reason"]) == ("stop", "idle"), stop
     assert not session_jobs(hub, "judy", "JobStatus != 3"), "the job ended (its files came back)"
