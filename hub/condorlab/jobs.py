@@ -225,6 +225,7 @@ class JobStatusCache:
         self.reschedules = 0
         self.avoid_for = avoid_for
         self._lost: dict[str, float] = {}  # node -> time.time() it was lost
+        self._keeper: asyncio.Task | None = None
         self.share = ShareView()
         self.max_age = max_age
         self.timeout = timeout
@@ -334,6 +335,24 @@ class JobStatusCache:
                 del self._lost[node]
         newest = sorted(self._lost.items(), key=lambda item: item[1], reverse=True)[:MAX_AVOID_NODES]
         return [[node, int(when)] for node, when in sorted(newest)]
+
+    def keep_fresh(self, every: float) -> None:
+        """Refresh at least every ``every`` seconds in the background, sessions or not.
+
+        The metrics (sessions, the share, whether the schedd answers) then stay
+        current on an idle hub too. Started once, from the running event loop.
+        """
+        if self._keeper is not None and not self._keeper.done():
+            return
+        try:
+            self._keeper = asyncio.get_running_loop().create_task(self._keep(every))
+        except RuntimeError:  # no event loop yet: the next call starts it
+            self._keeper = None
+
+    async def _keep(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            await self.refresh()
 
     @property
     def schedd_up(self) -> bool:

@@ -71,9 +71,10 @@ class QueueCollector:
         yield GaugeMetricFamily(
             "condorlab_share_known", "1 while the collector's view of the share is known", value=int(share.known)
         )
-        yield GaugeMetricFamily(
-            "condorlab_schedd_up", "1 while the hub's last schedd query answered", value=int(self.cache.schedd_up)
-        )
+        if self.cache.queries:  # unknown (absent) until the hub has asked once
+            yield GaugeMetricFamily(
+                "condorlab_schedd_up", "1 while the hub's last schedd query answered", value=int(self.cache.schedd_up)
+            )
 
 
 _collector = QueueCollector()

@@ -151,6 +151,7 @@ class CondorlabSpawner(CondorSpawner):
 
     @default("status_cache")
     def _status_cache_default(self):
+        shared_cache.keep_fresh(30)  # the hub's metrics stay current without sessions
         return shared_cache
 
     # The session the user asked for, checked against their groups (profiles.resolve).

@@ -44,3 +44,23 @@ def test_schedd_failures_and_query_times_are_counted():
     asyncio.run(JobStatusCache(lambda: []).refresh())
     assert sample("condorlab_schedd_query_failures_total") == before + 1
     assert sample("condorlab_schedd_query_seconds_count") == timed + 1
+
+
+def test_the_schedd_s_health_is_unknown_until_asked_and_kept_fresh_after():
+    asked = []
+    cache = JobStatusCache(lambda: asked.append(1) or [], max_age=0)
+    shared = metrics._collector.cache
+    metrics.register(cache)
+    try:
+        assert sample("condorlab_schedd_up") is None, "absent, not 0, before the first query"
+
+        async def scenario():
+            cache.keep_fresh(0.01)
+            cache.keep_fresh(0.01)  # one keeper only
+            await asyncio.sleep(0.1)
+            cache._keeper.cancel()
+
+        asyncio.run(scenario())
+        assert len(asked) >= 3 and sample("condorlab_schedd_up") == 1
+    finally:
+        metrics.register(shared)
