@@ -19,8 +19,10 @@ def test_the_site_layout_puts_each_role_on_its_groups():
         "firewall",
         "htcondor",
         "singleuser",
+        "node_exporter",
     ]
     assert "jupyterhub" in layout.condorlab_roles_on(site, ["jupyterhub"])
+    assert layout.condorlab_roles_on(site, ["monitoring"]) == ["firewall", "prometheus"]
     assert "singleuser" not in layout.condorlab_roles_on(site, ["jupyterhub", "condor_central_manager"])
     assert layout.condorlab_roles_on(site, ["outsider"]) == []
 
