@@ -221,6 +221,22 @@ def _row(level: str, group: str, user: str, usage: Usage) -> dict:
 
 
 COLUMNS = ["level", "group", "user", "sessions", "users", "wall_hours", "cpu_hours", "core_hours"]
+# How the table and the HTML page head the columns.
+HEADINGS = {
+    "level": "level",
+    "group": "group",
+    "user": "user",
+    "sessions": "sessions",
+    "users": "users",
+    "wall_hours": "wall h",
+    "cpu_hours": "CPU h",
+    "core_hours": "core h",
+}
+
+
+def period_bounds(since: float, until: float) -> tuple[str, str]:
+    """The period's start and end as the reports print them (UTC, to the minute)."""
+    return tuple(datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M") for t in (since, until))
 
 
 def render_csv(report: list[dict]) -> str:
@@ -232,9 +248,8 @@ def render_csv(report: list[dict]) -> str:
 
 
 def render_table(report: list[dict], since: float, until: float) -> str:
-    start = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M")
-    end = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M")
-    header = ["group / user", "sessions", "wall h", "CPU h", "core h"]
+    start, end = period_bounds(since, until)
+    header = ["group / user", *(HEADINGS[c] for c in ("sessions", "wall_hours", "cpu_hours", "core_hours"))]
     lines = []
     for row in report:
         name = row["group"] if row["level"] == "group" else f"  {row['user']}"

@@ -12,26 +12,14 @@ from __future__ import annotations
 
 import html
 import io
-from datetime import UTC, datetime
 
-from .accounting import COLUMNS, Daily
+from .accounting import COLUMNS, HEADINGS, Daily, period_bounds
 
 SERIES_ID = "series-{group}"
-HEADINGS = {
-    "level": "level",
-    "group": "group",
-    "user": "user",
-    "sessions": "sessions",
-    "users": "users",
-    "wall_hours": "wall h",
-    "cpu_hours": "CPU h",
-    "core_hours": "core h",
-}
 
 
 def _period(since: float, until: float) -> str:
-    start = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M")
-    end = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M")
+    start, end = period_bounds(since, until)
     return f"{start} to {end} UTC"
 
 
