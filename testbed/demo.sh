@@ -113,8 +113,8 @@ status() {
       sed 's/^/  /' "$here/.demo-logins"
     fi
     echo
-    echo "Prometheus (on cm): http://localhost:9090/ - the hub's metrics are job condorlab-hub,"
-    echo "condorlab's alert rules are at http://localhost:9090/alerts"
+    echo "Prometheus (on cm; Debian's package has the classic web UI): http://localhost:9090/classic/targets"
+    echo "(the hub's metrics are job condorlab-hub), condorlab's alerts at http://localhost:9090/classic/alerts"
     echo
     echo "Try a batch job as the demo user alice on the access point (hub):"
     echo "  podman exec -it $prefix-hub su - alice"
