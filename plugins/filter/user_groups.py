@@ -20,7 +20,7 @@ from ansible.utils.display import Display
 _HUB = str(Path(__file__).resolve().parents[2] / "hub")
 if _HUB not in sys.path:
     sys.path.insert(0, _HUB)
-from condorlab import contract  # noqa: E402
+from condorlab import contract, membership  # noqa: E402
 
 DOCUMENTATION = r"""
 name: condorlab_user_groups
@@ -34,7 +34,9 @@ description:
     and the job helper read (numbers instead of units, labels filled in).
   - C(condorlab_accounting_map_lines) turns the user groups and the members of
     their Unix groups into lines of an HTCondor map file (C(* user group[,group])),
-    for the access point's AssignAccountingGroup transform.
+    for the access point's AssignAccountingGroup transform;
+    C(condorlab_accounting_map_text) the whole file, byte for byte as the
+    access point's condorlab-membership timer writes it.
   - C(condorlab_group_quota_knobs) turns the user groups into the central
     manager's C(GROUP_NAMES), C(GROUP_QUOTA_*), C(GROUP_QUOTA_DYNAMIC_*) and
     C(GROUP_ACCEPT_SURPLUS_*) knobs.
@@ -44,7 +46,8 @@ description:
     (C(job_attrs), C(session_attr), C(walltime_attr), C(fallback_attr) - the session jobs' attributes;
     C(user_groups_file) - where the normalised groups go; C(share_slot_attr),
     C(share_negotiator) - the interactive share's slot attribute and negotiator;
-    C(memory_hold_subcode) - the hold subcode of a session over its memory).
+    C(memory_hold_subcode) - the hold subcode of a session over its memory;
+    C(accounting_map) - the access point's map of users to accounting groups).
 positional: _input
 options:
   _input:
@@ -66,9 +69,6 @@ _value:
   description: An integer, a list of map lines, a dict of knobs, normalised groups, or a list of problems.
 """
 
-# Any name a directory may hold that can go in a map line (no blanks, no separators);
-# only those of contract.USER_NAME get an accounting group.
-DIRECTORY_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\$?$")
 # Ends with a letter or digit: the group's JupyterHub group, role and idle-culler service are named after it.
 GROUP_NAME = re.compile(r"^[a-z](?:[a-z0-9_-]{0,30}[a-z0-9])?$")
 UNIX_GROUP = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\$?$")
@@ -193,32 +193,30 @@ def _members(entry, passwd: dict) -> list:
     return list(entry)
 
 
+def _accounting(groups, members, passwd, name: str) -> dict:
+    if not isinstance(members, dict):
+        raise AnsibleFilterError(f"{name}: members must map Unix groups to users, not {members!r}")
+    resolved = {unix_group: _members(entry, passwd or {}) for unix_group, entry in members.items()}
+    allowed, skipped = membership.accounting(condorlab_profiles(groups), resolved)
+    for user, unix_group, reason in skipped:
+        if reason == "invalid":
+            raise AnsibleFilterError(f"{name}: member {user!r} of Unix group {unix_group} is not a Unix user name")
+        # A directory may hold it (Admin, host$); it cannot log in to the hub.
+        Display().warning(
+            f"condorlab: {user!r} (Unix group {unix_group}) gets no accounting group: the hub "
+            f"accepts user names of {contract.USER_NAME_RULE} characters only"
+        )
+    return allowed
+
+
 def condorlab_accounting_map_lines(groups, members, passwd=None) -> list[str]:
     """HTCondor map lines '* <user> <group>[,<group>...]': the groups each user may use, the default first."""
-    if not isinstance(members, dict):
-        raise AnsibleFilterError(
-            f"condorlab_accounting_map_lines: members must map Unix groups to users, not {members!r}"
-        )
-    allowed: dict[str, list[str]] = {}
-    for group in condorlab_profiles(groups):
-        for unix_group in group["unix_groups"]:
-            for user in _members(members.get(unix_group), passwd or {}):
-                if not isinstance(user, str) or not DIRECTORY_NAME.match(user):
-                    raise AnsibleFilterError(
-                        f"condorlab_accounting_map_lines: member {user!r} of Unix group {unix_group} "
-                        "is not a Unix user name"
-                    )
-                if not contract.is_user_name(user):
-                    # A directory may hold it (Admin, host$); it cannot log in to the hub.
-                    Display().warning(
-                        f"condorlab: {user!r} (Unix group {unix_group}) gets no accounting group: the hub "
-                        f"accepts user names of {contract.USER_NAME_RULE} characters only"
-                    )
-                    continue
-                accounting = allowed.setdefault(user, [])
-                if group["accounting_group"] not in accounting:
-                    accounting.append(group["accounting_group"])
-    return [f"* {user} {','.join(accounting)}" for user, accounting in sorted(allowed.items())]
+    return membership.map_lines(_accounting(groups, members, passwd, "condorlab_accounting_map_lines"))
+
+
+def condorlab_accounting_map_text(groups, members, passwd=None) -> str:
+    """The whole map file, as condorlab-membership writes it on the access point."""
+    return membership.map_text(_accounting(groups, members, passwd, "condorlab_accounting_map_text"))
 
 
 def condorlab_group_quota_knobs(groups) -> dict:
@@ -412,6 +410,7 @@ def condorlab_contract(name: str):
         "walltime_attr": contract.ATTRS.walltime,
         "fallback_attr": contract.ATTRS.fallback,
         "memory_hold_subcode": contract.MEMORY_HOLD_SUBCODE,
+        "accounting_map": membership.ACCOUNTING_MAP,
     }
     if name not in facts:
         raise AnsibleFilterError(f"condorlab_contract: {name!r} is not one of {sorted(facts)}")
@@ -425,6 +424,7 @@ class FilterModule:
             "condorlab_walltime_seconds": condorlab_walltime_seconds,
             "condorlab_profiles": condorlab_profiles,
             "condorlab_accounting_map_lines": condorlab_accounting_map_lines,
+            "condorlab_accounting_map_text": condorlab_accounting_map_text,
             "condorlab_group_quota_knobs": condorlab_group_quota_knobs,
             "condorlab_user_groups_errors": condorlab_user_groups_errors,
             "condorlab_contract": condorlab_contract,

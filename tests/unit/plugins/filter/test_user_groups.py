@@ -218,3 +218,12 @@ def test_the_map_uses_the_hub_s_user_name_rule():
 def test_conversions_refuse_malformed_groups():
     with pytest.raises(AnsibleFilterError, match="condorlab_profiles: condorlab_user_groups\\[0\\]"):
         ug.condorlab_profiles(broken("0.profiles.0.cpus", 0))
+
+
+def test_accounting_map_text_is_what_the_access_points_timer_writes():
+    from condorlab import membership
+
+    text = ug.condorlab_accounting_map_text(GOOD, {"physics": ["x", "3001", "bob,alice"]})
+    assert text == membership.map_text({"alice": ["group_physics"], "bob": ["group_physics"]})
+    assert text.endswith("* alice group_physics\n* bob group_physics\n")
+    assert ug.condorlab_contract("accounting_map") == membership.ACCOUNTING_MAP
