@@ -59,7 +59,7 @@ for u in "${users[@]}"; do
   lines+="$u:${password[$u]}"$'\n'
 done
 if [[ -n $lines ]]; then
-  printf "%s" "$lines" | podman exec -i "$(name hub)" chpasswd
+  printf "%s" "$lines" | "$here/directory-passwords.sh" "$(name cm)"
   [[ $logins == /dev/null ]] || (umask 077 && printf "%s" "$lines" >>"$logins")
 fi
 

@@ -44,7 +44,7 @@ up() {
     local extra=()
     case $h in
       hub) extra=(-p "127.0.0.1:$public_port:$public_port" -v "$shared_volume:/shared") ;;
-      cm) extra=(-p "127.0.0.1:9090:9090") ;;
+      cm) extra=(-p "127.0.0.1:9090:9090" -p "127.0.0.1:8444:8444") ;;
       wn*) extra=(-v "$shared_volume:/shared") ;;
     esac
     podman run -d --name "$name" --hostname "$h" --network "$network" --network-alias "$h" \
@@ -71,7 +71,7 @@ demo_users() {
     pw=$(head -c 12 /dev/urandom | base64 | tr -d '/+=' | cut -c1-12)
     lines+="$u:$pw"$'\n'
   done
-  printf '%s' "$lines" | podman exec -i "$prefix-hub" chpasswd
+  printf '%s' "$lines" | "$here/directory-passwords.sh" "$prefix-cm"
   (umask 077 && printf '%s' "$lines" >"$here/.demo-logins")
 }
 

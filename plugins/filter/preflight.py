@@ -29,6 +29,8 @@ description:
     C(uid_domain), C(signing_key_b64)).
   - C(local_users_errors(settings)) checks C(local_users_accounts) and
     C(local_users_groups) (keys of the same names).
+  - C(directory_errors(settings)) checks the directory role's settings (keys
+    C(base_dn), C(reader_dn), C(users), C(groups)).
 positional: _input
 options:
   _input:
@@ -144,13 +146,10 @@ def _named_id_errors(var: str, entries: list, id_key: str, kind: str) -> tuple[l
     return errors, seen
 
 
-def local_users_errors(settings) -> list[str]:
-    _check_types("local_users_errors", settings)
-    users = settings.get("local_users_accounts") or []
-    group_errors, group_gids = _named_id_errors(
-        "local_users_groups", settings.get("local_users_groups"), "gid", "group"
-    )
-    user_errors, _ = _named_id_errors("local_users_accounts", users, "uid", "login")
+def _accounts_errors(users_var: str, groups_var: str, users, groups) -> list[str]:
+    users = users or []
+    group_errors, group_gids = _named_id_errors(groups_var, groups, "gid", "group")
+    user_errors, _ = _named_id_errors(users_var, users, "uid", "login")
     # Each user also gets a group of its own, with gid (default: the uid).
     own_errors = []
     own_gids: dict[int, str] = {}
@@ -163,12 +162,53 @@ def local_users_errors(settings) -> list[str]:
             clash = f"the own group of {own_gids[own_gid]}"
         if clash is not None:
             own_errors.append(
-                f"local_users_accounts[{index}] ({name}) gets its own group with gid {own_gid}, which is the gid "
-                f"of {clash}; set local_users_accounts[{index}].gid to a free gid"
+                f"{users_var}[{index}] ({name}) gets its own group with gid {own_gid}, which is the gid "
+                f"of {clash}; set {users_var}[{index}].gid to a free gid"
             )
         else:
             own_gids.setdefault(own_gid, str(name))
     return group_errors + user_errors + own_errors
+
+
+def local_users_errors(settings) -> list[str]:
+    _check_types("local_users_errors", settings)
+    return _accounts_errors(
+        "local_users_accounts",
+        "local_users_groups",
+        settings.get("local_users_accounts"),
+        settings.get("local_users_groups"),
+    )
+
+
+BASE_DN = re.compile(r"^dc=[a-z0-9]([a-z0-9-]*[a-z0-9])?(,dc=[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+
+
+def directory_errors(settings) -> list[str]:
+    """The directory role's settings: the base DN, the reader, the users and groups it keeps."""
+    _check_types("directory_errors", settings)
+    errors = []
+    base = settings.get("base_dn")
+    if not isinstance(base, str) or not BASE_DN.match(base):
+        errors.append(
+            f"directory_base_dn is {base!r}; set it to the directory's naming context in dc= parts only, "
+            "e.g. dc=example,dc=org"
+        )
+    reader = settings.get("reader_dn")
+    if isinstance(base, str) and base and (not isinstance(reader, str) or not reader.endswith("," + base)):
+        errors.append(f"directory_reader_dn is {reader!r}; put the reader account under {base}")
+    users = settings.get("users") or []
+    errors += _accounts_errors("directory_users", "directory_groups", users, settings.get("groups"))
+    known = {group.get("name") for group in settings.get("groups") or [] if isinstance(group, dict)}
+    for index, user in enumerate(users):
+        if not isinstance(user, dict):
+            continue
+        for group in user.get("groups") or []:
+            if group not in known:
+                errors.append(
+                    f"directory_users[{index}] ({user.get('name')}) is in group {group!r}, which is not in "
+                    "directory_groups; add it there with its gid"
+                )
+    return errors
 
 
 def htcondor_settings_errors(settings, groups) -> list[str]:
@@ -189,4 +229,5 @@ class FilterModule:
             "condorlab_inventory_errors": condorlab_inventory_errors,
             "htcondor_settings_errors": htcondor_settings_errors,
             "local_users_errors": local_users_errors,
+            "directory_errors": directory_errors,
         }

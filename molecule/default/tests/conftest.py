@@ -58,11 +58,28 @@ def wait_for(probe, timeout: float, interval: float = 1.0):
         time.sleep(interval)
 
 
+DIRECTORY_HOST = "cm"  # the container of the test bed's slapd (the `directory` group)
+
+
 def set_passwords(hub, users) -> dict[str, str]:
-    """Fresh random passwords for test users (PAM checks them for real)."""
+    """Fresh random passwords for test users (PAM checks them for real).
+
+    Users of the directory get theirs there (testbed/directory-passwords.sh),
+    local accounts (the local_users role) with chpasswd on the hub.
+    """
     chosen = {user: secrets.token_urlsafe(12) for user in users}
-    lines = "\n".join(f"{user}:{password}" for user, password in chosen.items())
-    hub.check_output(f"chpasswd <<'EOF'\n{lines}\nEOF")
+    local = {user for user in users if hub.run(f"grep -q '^{user}:' /etc/passwd").rc == 0}
+    in_directory = "".join(f"{user}:{password}\n" for user, password in chosen.items() if user not in local)
+    if in_directory:
+        subprocess.run(
+            [str(PROJECT / "testbed" / "directory-passwords.sh"), DIRECTORY_HOST],
+            input=in_directory,
+            text=True,
+            check=True,
+        )
+    if local:
+        lines = "\n".join(f"{user}:{chosen[user]}" for user in sorted(local))
+        hub.check_output(f"chpasswd <<'EOF'\n{lines}\nEOF")
     return chosen
 
 

@@ -43,6 +43,12 @@ def test_check_mode_on_the_converged_site_reports_no_change():
             "uid 2001 is also the uid of alice",
         ),
         ('{"htcondor_host_roles": ["scheduler"]}', "value of htcondor_host_roles must be one or more of"),
+        ("directory_base_dn=o=condorlab", "directory_base_dn is 'o=condorlab'; set it to the directory's naming"),
+        ("sssd_ldap_uri=ldap://cm", 'sssd_ldap_uri is "ldap://cm"'),
+        (
+            '{"directory_users": [{"name": "zed", "uid": 2099, "groups": ["nope"]}]}',
+            "directory_users[0] (zed) is in group 'nope', which is not in directory_groups",
+        ),
         ("jupyterhub_internal_tls_wildcard=*.org", "the wildcard (jupyterhub_internal_tls_wildcard) is '*.org'"),
         ("jupyterhub_public_tls_cert=/etc/ssl/certs/hub.pem", "only one of jupyterhub_public_tls_cert"),
         (

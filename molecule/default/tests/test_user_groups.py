@@ -162,17 +162,10 @@ def test_a_user_whose_name_has_a_dot_starts_and_reaches_a_session(hub, outsider)
 # ---- a third group, added by an inventory edit only --------------------------------
 
 THIRD = {
-    "local_users_groups": [
-        {"name": "physics", "gid": 3001},
-        {"name": "astro", "gid": 3002},
-        {"name": "gw", "gid": 3003},
-    ],
-    "local_users_accounts": [
-        {"name": "alice", "uid": 2001, "groups": ["physics"], "comment": "Alice (physics)"},
-        {"name": "bob", "uid": 2002, "groups": ["physics"], "comment": "Bob (physics)"},
-        {"name": "carol", "uid": 2003, "groups": ["astro"], "comment": "Carol (astro)"},
-        {"name": "dave", "uid": 2004, "groups": ["gw"], "comment": "Dave (gravitational waves)"},
-    ],
+    # A group the directory does not have, with local accounts (the local_users
+    # role, for sites without a directory) next to the directory's users.
+    "local_users_groups": [{"name": "gw", "gid": 3003}],
+    "local_users_accounts": [{"name": "dave", "uid": 2004, "groups": ["gw"], "comment": "Dave (gravitational waves)"}],
     "condorlab_user_groups": [
         {
             "name": "physics",

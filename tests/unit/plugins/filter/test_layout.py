@@ -17,12 +17,14 @@ def test_the_site_layout_puts_each_role_on_its_groups():
         "local_users",
         "ca_trust",
         "firewall",
+        "sssd",
         "htcondor",
         "singleuser",
         "node_exporter",
     ]
     assert "jupyterhub" in layout.condorlab_roles_on(site, ["jupyterhub"])
-    assert layout.condorlab_roles_on(site, ["monitoring"]) == ["firewall", "prometheus"]
+    assert layout.condorlab_roles_on(site, ["monitoring"]) == ["firewall", "sssd", "prometheus"]
+    assert layout.condorlab_roles_on(site, ["directory"]) == ["firewall", "directory"]
     assert "singleuser" not in layout.condorlab_roles_on(site, ["jupyterhub", "condor_central_manager"])
     assert layout.condorlab_roles_on(site, ["outsider"]) == []
 

@@ -163,5 +163,6 @@ def test_filters_are_registered():
     assert set(preflight.FilterModule().filters()) == {
         "condorlab_inventory_errors",
         "htcondor_settings_errors",
+        "directory_errors",
         "local_users_errors",
     }

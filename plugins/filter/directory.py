@@ -1,0 +1,88 @@
+# Copyright: condorlab contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters that turn the directory role's users and groups into LDAP entries."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+DOCUMENTATION = r"""
+name: condorlab_directory_groups
+short_description: The directory role's users and Unix groups as LDAP entries
+description:
+  - C(condorlab_directory_groups(groups, users)) gives each Unix group
+    C({name, gid, members}), members from the users' C(groups), followed by
+    each user's own group (gid - the user's C(gid), default its uid; no members).
+  - C(condorlab_directory_users(users)) maps each user's name to the
+    attributes of its posixAccount/inetOrgPerson entry.
+positional: _input
+options:
+  _input:
+    description: The directory_groups (first filter) or directory_users (second).
+    type: list
+    required: true
+"""
+
+EXAMPLES = r"""
+- ansible.builtin.debug:
+    msg: "{{ [{'name': 'physics', 'gid': 3001}] | condorlab_directory_groups(users) }}"
+  vars:
+    users: [{name: alice, uid: 2001, groups: [physics]}]
+  # [{'name': 'physics', 'gid': 3001, 'members': ['alice']}, {'name': 'alice', 'gid': 2001, 'members': []}]
+"""
+
+RETURN = r"""
+_value:
+  description: A list of groups, or a mapping of user name to attributes.
+"""
+
+
+def _check(name: str, value) -> list:
+    if not isinstance(value, list) or not all(isinstance(item, dict) and "name" in item for item in value):
+        raise AnsibleFilterError(f"{name}: expected a list of mappings with a name, got {value!r}")
+    return value
+
+
+def condorlab_directory_groups(groups, users) -> list[dict]:
+    groups, users = _check("condorlab_directory_groups", groups), _check("condorlab_directory_groups", users)
+    result = [
+        {
+            "name": group["name"],
+            "gid": int(group["gid"]),
+            "members": sorted(user["name"] for user in users if group["name"] in (user.get("groups") or [])),
+        }
+        for group in groups
+    ]
+    result += [{"name": user["name"], "gid": int(user.get("gid", user["uid"])), "members": []} for user in users]
+    return result
+
+
+def condorlab_directory_users(users) -> dict:
+    users = _check("condorlab_directory_users", users)
+    entries = {}
+    for user in users:
+        name = user["name"]
+        comment = user.get("comment") or name
+        attributes = {
+            "uid": name,
+            "cn": comment,
+            "sn": comment.split()[-1] if comment.split() else name,
+            "displayName": comment,
+            "gecos": comment,
+            "uidNumber": str(int(user["uid"])),
+            "gidNumber": str(int(user.get("gid", user["uid"]))),
+            "homeDirectory": user.get("home") or f"/home/{name}",
+            "loginShell": user.get("shell") or "/bin/bash",
+        }
+        if user.get("mail"):
+            attributes["mail"] = user["mail"]
+        entries[name] = attributes
+    return entries
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "condorlab_directory_groups": condorlab_directory_groups,
+            "condorlab_directory_users": condorlab_directory_users,
+        }
