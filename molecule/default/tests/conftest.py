@@ -58,6 +58,17 @@ def wait_for(probe, timeout: float, interval: float = 1.0):
         time.sleep(interval)
 
 
+def session_ad(hub, user: str) -> dict:
+    """The user's session job as the schedd sees it ({} without one)."""
+    out = hub.check_output(
+        f"condor_q -all -json -constraint 'Owner == \"{user}\" && CondorlabSession =?= true' "
+        "-attributes ClusterId,AcctGroup,AccountingGroup,RequestCpus,RequestMemory,CondorlabWalltime,"
+        "CondorlabGroup,CondorlabProfile"
+    )
+    ads = json.loads(out) if out.strip() else []
+    return ads[0] if ads else {}
+
+
 DIRECTORY_HOST = "cm"  # the container of the test bed's slapd (the `directory` group)
 
 
@@ -83,15 +94,27 @@ def set_passwords(hub, users) -> dict[str, str]:
     return chosen
 
 
-def hub_client(outsider, hub, passwords: dict[str, str]):
-    """Runs hubclient.py on the outsider host, which reaches the hub over HTTPS, trusting the test bed's CA."""
+IDP_HOST = "cm"  # the container of the test bed's OpenID Connect provider (the `identity_provider` group)
+IDP_CA = "/etc/condorlab/idp-tls/ca.crt"  # the identity_provider role's own CA
+
+
+def hub_client(outsider, hub, passwords: dict[str, str], login: str = "pam"):
+    """Runs hubclient.py on the outsider host, which reaches the hub over HTTPS, trusting the test bed's CA.
+
+    With login="oidc" it logs in through the test bed's OpenID Connect provider (on cm) as a browser does.
+    """
     source = base64.b64encode((Path(__file__).parent / "hubclient.py").read_bytes()).decode()
     outsider.check_output(f"echo {source} | base64 -d > /tmp/hubclient.py")
     ca = base64.b64encode(hub.file(PUBLIC_CA).content).decode()
     outsider.check_output(f"echo {ca} | base64 -d > /tmp/condorlab-public-ca.crt")
+    if login == "oidc":
+        idp_ca = base64.b64encode(_host(IDP_HOST).file(IDP_CA).content).decode()
+        outsider.check_output(f"echo {idp_ca} | base64 -d > /tmp/condorlab-idp-ca.crt")
 
     def quoted(command: str, user: str, *args: str) -> str:
         return " ".join("'" + a.replace("'", "'\\''") + "'" for a in (command, user, passwords[user], *args))
+
+    env = f"CONDORLAB_LOGIN={login}"
 
     def resolvable(result: dict) -> dict:
         """A started lab's origin resolves on the outsider, as a site's wildcard DNS entry would make it.
@@ -109,7 +132,7 @@ def hub_client(outsider, hub, passwords: dict[str, str]):
 
     def run(command: str, user: str, *args: str) -> dict:
         return resolvable(
-            json.loads(outsider.check_output(f"python3 /tmp/hubclient.py {quoted(command, user, *args)}"))
+            json.loads(outsider.check_output(f"{env} python3 /tmp/hubclient.py {quoted(command, user, *args)}"))
         )
 
     def background(command: str, user: str, *args: str):
@@ -119,7 +142,8 @@ def hub_client(outsider, hub, passwords: dict[str, str]):
         """
         out = f"/tmp/hubclient-{secrets.token_hex(4)}"
         script = (
-            f"python3 /tmp/hubclient.py {quoted(command, user, *args)} > {out}.json 2> {out}.err\ntouch {out}.done\n"
+            f"{env} python3 /tmp/hubclient.py {quoted(command, user, *args)} > {out}.json 2> {out}.err\n"
+            f"touch {out}.done\n"
         )
         outsider.check_output(f"echo {base64.b64encode(script.encode()).decode()} | base64 -d > {out}.sh")
         outsider.check_output(f"setsid nohup sh {out}.sh < /dev/null > /dev/null 2>&1 &")

@@ -4,6 +4,7 @@ Usage: python3 - COMMAND USER PASSWORD [ARGS] < hubclient.py
 Prints one JSON document with what it saw. Standard library only.
 """
 
+import html.parser
 import http.cookiejar
 import json
 import os
@@ -38,6 +39,30 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 # The CA of the hub's public certificate (the test bed's generated one).
 CA_FILE = os.environ.get("CONDORLAB_HUB_CA", "/tmp/condorlab-public-ca.crt")
+# With CONDORLAB_LOGIN=oidc the client logs in through the OpenID Connect
+# provider, whose certificate is checked against this CA.
+LOGIN = os.environ.get("CONDORLAB_LOGIN", "pam")
+IDP_CA_FILE = os.environ.get("CONDORLAB_IDP_CA", "/tmp/condorlab-idp-ca.crt")
+
+
+class LoginForm(html.parser.HTMLParser):
+    """The fields of the provider's login form (hidden ones included), as a browser would send them."""
+
+    def __init__(self):
+        super().__init__()
+        self.fields: dict[str, str] = {}
+        self.in_form = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form":
+            self.in_form = True
+        elif tag == "input" and self.in_form and attrs.get("name") and attrs.get("type") != "checkbox":
+            self.fields[attrs["name"]] = attrs.get("value") or ""
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self.in_form = False
 
 
 class Client:
@@ -45,11 +70,14 @@ class Client:
         self.user = user
         self.jar = http.cookiejar.CookieJar()
         self.context = ssl.create_default_context(cafile=CA_FILE)
+        if LOGIN == "oidc":
+            self.context.load_verify_locations(cafile=IDP_CA_FILE)
         self.opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(self.jar), urllib.request.HTTPSHandler(context=self.context)
         )
         self.password = password
         self.origins: dict[str, str] = {}
+        self.oidc: dict = {}
 
     def learn_origin(self, model: dict) -> None:
         """Take a user's lab origin from the server URL in the hub's user model."""
@@ -75,7 +103,8 @@ class Client:
             headers["Content-Type"] = "application/json"
         if self.xsrf(path):
             headers["X-XSRFToken"] = self.xsrf(path)
-        req = urllib.request.Request(url_of(path, self.origins), data=data, headers=headers, method=method)
+        url = path if path.startswith("https://") else url_of(path, self.origins)
+        req = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
             with self.opener.open(req, timeout=30) as resp:
                 return resp.status, resp.geturl(), resp.read().decode(errors="replace")
@@ -83,11 +112,32 @@ class Client:
             return exc.code, exc.geturl(), exc.read().decode(errors="replace")
 
     def login(self) -> int:
+        if LOGIN == "oidc":
+            return self.login_oidc()
         self.request("GET", "/hub/login")
         status, url, _ = self.request(
             "POST", "/hub/login", form={"username": self.user, "password": self.password, "_xsrf": self.xsrf()}
         )
         return 200 if status == 200 and "/hub/login" not in url else 403
+
+    def login_oidc(self) -> int:
+        """The authorization-code flow as a browser goes through it: the hub sends the browser to the
+        provider, whose login form posts back to the same URL; the provider sends the browser back to
+        the hub's callback with a code, which the hub exchanges for the user's claims."""
+        self.oidc = {}
+        status, url, text = self.request("GET", "/hub/oauth_login?next=/hub/home")
+        self.oidc["provider_url"] = url.split("?")[0]
+        form = LoginForm()
+        form.feed(text)
+        if status != 200 or "password" not in form.fields:
+            self.oidc.update({"status": status, "text": text[:2000]})
+            return 0
+        fields = {**form.fields, "user": self.user, "password": self.password}
+        status, url, text = self.request("POST", url, form=fields)
+        self.oidc.update({"status": status, "url": url, "text": text[:3000]})
+        if status == 200 and url.startswith(HUB) and "/hub/login" not in url:
+            return 200
+        return status if status >= 400 else 401  # refused by the hub / still at the provider
 
     def start(self, timeout: float, options: dict | None = None) -> dict:
         t0 = time.monotonic()
@@ -214,6 +264,8 @@ def main() -> None:
     command, user, password, *args = sys.argv[1:]
     client = Client(user, password)
     out = {"login": client.login()}
+    if LOGIN == "oidc":
+        out["oidc"] = client.oidc
     if command == "login":
         pass
     elif command == "start":

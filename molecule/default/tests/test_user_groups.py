@@ -12,17 +12,7 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import hub_client, run_playbook, set_passwords, wait_for
-
-
-def session_ad(hub, user: str) -> dict:
-    out = hub.check_output(
-        f"condor_q -all -json -constraint 'Owner == \"{user}\" && CondorlabSession =?= true' "
-        "-attributes ClusterId,AcctGroup,AccountingGroup,RequestCpus,RequestMemory,CondorlabWalltime,"
-        "CondorlabGroup,CondorlabProfile"
-    )
-    ads = json.loads(out) if out.strip() else []
-    return ads[0] if ads else {}
+from conftest import hub_client, run_playbook, session_ad, set_passwords, wait_for
 
 
 def test_each_user_sees_only_their_groups_profiles(browser):
