@@ -16,6 +16,9 @@ export CONDORLAB_PIP_CACHE ?= $(HOME)/.cache/condorlab-pip
 HOST_PACKAGES := podman runc debootstrap python3 python3-venv chromium chromium-driver
 STAMP := $(VENV)/.installed
 
+# How the demo hub logs users in: pam or oidc (make demo LOGIN=oidc).
+LOGIN ?= pam
+
 .PHONY: help deps venv host-packages root image demo status bench bench-busy test lint unit molecule clean
 
 help: ## list the targets
@@ -47,8 +50,8 @@ $(STAMP): requirements-dev.txt
 image: deps ## build the test bed's container image (root)
 	@testbed/build-image.sh
 
-demo: deps ## build the test bed, deploy site.yml into it and show what runs (root)
-	@testbed/demo.sh up
+demo: deps ## build the test bed, deploy site.yml into it and show what runs (root; LOGIN=oidc: log in through the provider)
+	@CONDORLAB_DEMO_LOGIN=$(LOGIN) testbed/demo.sh up
 
 status: root ## show the demo's hosts and services (root)
 	@testbed/demo.sh status

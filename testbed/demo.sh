@@ -18,6 +18,13 @@ shared_volume=condorlab-demo-shared
 # user's lab at https://<user>.hub.localhost:8443 (browsers resolve *.localhost
 # to this machine).
 public_port=8443
+# The test bed's OpenID Connect provider (identity_provider_url), published
+# the same way: https://idp.localhost:8444.
+idp_port=8444
+# How the demo hub logs users in: pam (the directory's passwords through
+# SSSD, the default) or oidc (through that provider): make demo LOGIN=oidc.
+login=${CONDORLAB_DEMO_LOGIN:-pam}
+[[ $login == pam || $login == oidc ]] || { echo "demo: LOGIN is '$login'; use pam or oidc" >&2; exit 1; }
 pip_cache=${CONDORLAB_PIP_CACHE:-$HOME/.cache/condorlab-pip}
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
 
@@ -44,7 +51,7 @@ up() {
     local extra=()
     case $h in
       hub) extra=(-p "127.0.0.1:$public_port:$public_port" -v "$shared_volume:/shared") ;;
-      cm) extra=(-p "127.0.0.1:9090:9090" -p "127.0.0.1:8444:8444") ;;
+      cm) extra=(-p "127.0.0.1:9090:9090" -p "127.0.0.1:$idp_port:$idp_port") ;;
       wn*) extra=(-v "$shared_volume:/shared") ;;
     esac
     podman run -d --name "$name" --hostname "$h" --network "$network" --network-alias "$h" \
@@ -55,7 +62,8 @@ up() {
   for h in "${hosts[@]}"; do
     podman exec "$prefix-$h" systemctl is-system-running --wait >/dev/null 2>&1 || true
   done
-  (cd "$top" && ansible-playbook -i inventories/testbed/hosts.yml site.yml testbed/public-names.yml)
+  (cd "$top" && ansible-playbook -i inventories/testbed/hosts.yml testbed/public-names.yml site.yml \
+    -e "jupyterhub_authenticator=$login")
   wait_for_pool
   demo_users
   status
@@ -111,6 +119,19 @@ status() {
     if [[ -f $here/.demo-logins ]]; then
       echo "Demo logins (user:password; alice and bob have a shared area, carol's work travels with her job):"
       sed 's/^/  /' "$here/.demo-logins"
+    fi
+    echo
+    echo "Directory (slapd on cm, LDAPS only; every host resolves its users through SSSD):"
+    echo "  podman exec $prefix-cm ldapsearch -Q -Y EXTERNAL -H ldapi:/// -b ou=people,dc=condorlab,dc=test uid"
+    echo "OpenID Connect provider (LemonLDAP::NG on cm): https://idp.localhost:$idp_port/.well-known/openid-configuration"
+    if podman exec "$prefix-cm" test -f /etc/condorlab/idp-tls/ca.crt 2>/dev/null; then
+      podman exec "$prefix-cm" cat /etc/condorlab/idp-tls/ca.crt > "$here/.demo-idp-ca.crt"
+      echo "  signed by its own CA: trust $here/.demo-idp-ca.crt in your browser too"
+    fi
+    if [[ $(podman exec "$prefix-hub" grep -c generic-oauth /etc/jupyterhub/jupyterhub_config.py 2>/dev/null) -gt 0 ]]; then
+      echo "  The hub sends users there to log in (the same logins). 'make demo' again goes back to PAM."
+    else
+      echo "  The hub logs users in with PAM; 'make demo LOGIN=oidc' sends them to the provider instead."
     fi
     echo
     echo "Prometheus (on cm; Debian's package has the classic web UI): http://localhost:9090/classic/targets"
