@@ -36,7 +36,7 @@ def test_each_pool_host_resolves_the_directorys_users_through_sssd(name):
     members = host.check_output("getent group physics").split(":")[3].split(",")
     assert {"alice", "bob", "erin.lee"} <= set(members)
     conf = host.file("/etc/sssd/sssd.conf")
-    assert (conf.user, conf.group, conf.mode) == ("root", "root", 0o600), "it holds the reader's password"
+    assert (conf.user, conf.group, conf.mode) == ("root", "root", 0o640), "it holds the reader's password"
     text = conf.content_string
     assert "ldap_uri = ldaps://cm" in text and "ldap_tls_reqcert = demand" in text and f"ldap_tls_cacert = {CA}" in text
 
