@@ -134,7 +134,7 @@ class Client:
             return 0
         fields = {**form.fields, "user": self.user, "password": self.password}
         status, url, text = self.request("POST", url, form=fields)
-        self.oidc.update({"status": status, "url": url, "text": text[:3000]})
+        self.oidc.update({"status": status, "url": url, "text": text[:20000]})
         if status == 200 and url.startswith(HUB) and "/hub/login" not in url:
             return 200
         return status if status >= 400 else 401  # refused by the hub / still at the provider
