@@ -103,23 +103,32 @@ def read_map(text: str) -> dict[str, list[str]]:
     return allowed
 
 
+class UnknownGroups(Exception):
+    """Unix groups this host cannot resolve now (SSSD down or restarting, or not in the directory)."""
+
+
 def members_here(unix_groups: Iterable[str]) -> dict[str, list[str]]:
     """The members of these Unix groups as this host resolves them (NSS: files, SSSD).
 
     Supplementary members, and the users whose primary group it is among the
     accounts NSS enumerates (local ones; SSSD does not enumerate by default).
+    Raises UnknownGroups if any cannot be resolved: an empty answer from a
+    directory that is briefly away must not empty the map.
     """
     wanted = set(unix_groups)
     found: dict[str, list[str]] = {}
     by_gid: dict[int, str] = {}
+    unknown = []
     for name in sorted(wanted):
         try:
             entry = grp.getgrnam(name)
         except KeyError:
-            log.warning("Unix group %s is unknown on this host; it has no members here", name)
+            unknown.append(name)
             continue
         found[name] = list(entry.gr_mem)
         by_gid[entry.gr_gid] = name
+    if unknown:
+        raise UnknownGroups(", ".join(unknown))
     for account in pwd.getpwall():
         name = by_gid.get(account.pw_gid)
         if name and account.pw_name not in found[name]:
@@ -141,15 +150,19 @@ def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
         raise
 
 
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
 def sync(map_path: str, user_groups: list[dict], members: Mapping[str, Iterable[str]], check: bool = False) -> dict:
     """Bring the map file in line with the membership; say what changed (nothing is written in check mode)."""
     allowed, skipped = accounting(user_groups, members)
     wanted = map_text(allowed)
-    try:
-        with open(map_path) as handle:
-            current = handle.read()
-    except FileNotFoundError:
-        current = ""
+    current = _read(map_path) or ""
     before = read_map(current)
     result = {
         "changed": current != wanted,
@@ -186,7 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot read the user groups: %s", error)
         return 2
     unix_groups = [name for group in user_groups for name in group["unix_groups"]]
-    result = sync(args.map, user_groups, members_here(unix_groups), check=args.check)
+    try:
+        members = members_here(unix_groups)
+    except UnknownGroups as error:
+        log.error("Unix group(s) %s cannot be resolved here (is SSSD running?); the map is left as it is", error)
+        return 1
+    previous = _read(args.map)
+    result = sync(args.map, user_groups, members, check=args.check)
     for skipped in result["skipped"]:
         log.warning(
             "%r (Unix group %s) gets no accounting group: %s",
@@ -203,7 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         done = subprocess.run(args.reconfig.split(), capture_output=True, text=True, check=False)  # noqa: S603 - root's own command line
         if done.returncode != 0:
-            log.error("%s failed (%s): %s", args.reconfig, done.returncode, done.stderr.strip())
+            # Put the old map back: the next run sees the change again and retries.
+            log.error("%s failed (%s): %s; the map is put back", args.reconfig, done.returncode, done.stderr.strip())
+            if previous is None:
+                os.unlink(args.map)
+            else:
+                write_atomically(args.map, previous)
             return 1
     print(json.dumps(result, sort_keys=True))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 from condorlab import membership
 
 GROUPS = [
@@ -84,12 +85,36 @@ def test_main_reconfigures_only_after_a_change(tmp_path, monkeypatch, capsys):
     assert marker.exists() and "alice" not in path.read_text()
 
 
-def test_main_reports_a_failed_reconfig(tmp_path, monkeypatch):
+def test_a_failed_reconfig_puts_the_old_map_back_so_the_next_run_retries(tmp_path, monkeypatch):
     groups_file = tmp_path / "user-groups.json"
     groups_file.write_text(json.dumps(GROUPS))
-    monkeypatch.setattr(membership, "members_here", lambda names: {"physics": ["alice"]})
-    args = ["--map", str(tmp_path / "map"), "--user-groups", str(groups_file), "--reconfig", "false"]
+    path = tmp_path / "map"
+    members = {"physics": ["alice"]}
+    monkeypatch.setattr(membership, "members_here", lambda names: members)
+    args = ["--map", str(path), "--user-groups", str(groups_file), "--reconfig"]
+    assert membership.main([*args, "false"]) == 1
+    assert not path.exists(), "there was none before"
+    assert membership.main([*args, "true"]) == 0
+    before = path.read_text()
+    members["physics"] = ["alice", "bob"]
+    assert membership.main([*args, "false"]) == 1
+    assert path.read_text() == before
+    assert membership.main([*args, "true"]) == 0 and "* bob group_physics" in path.read_text()
+
+
+def test_an_unresolvable_group_leaves_the_map_alone(tmp_path, monkeypatch):
+    groups_file = tmp_path / "user-groups.json"
+    groups_file.write_text(json.dumps(GROUPS))
+    path = tmp_path / "map"
+    path.write_text(membership.map_text({"alice": ["group_physics"]}))
+
+    def directory_away(names):
+        raise membership.UnknownGroups("physics")
+
+    monkeypatch.setattr(membership, "members_here", directory_away)
+    args = ["--map", str(path), "--user-groups", str(groups_file), "--reconfig", "false"]
     assert membership.main(args) == 1
+    assert "* alice group_physics" in path.read_text()
 
 
 def test_members_here_reads_nss(monkeypatch):
@@ -110,4 +135,6 @@ def test_members_here_reads_nss(monkeypatch):
             pwd.struct_passwd(("root", "x", 0, 0, "", "/root", "/bin/sh")),
         ],
     )
-    assert membership.members_here(["physics", "gone"]) == {"physics": ["alice", "erin"]}
+    assert membership.members_here(["physics"]) == {"physics": ["alice", "erin"]}
+    with pytest.raises(membership.UnknownGroups, match="gone"):
+        membership.members_here(["physics", "gone"])
