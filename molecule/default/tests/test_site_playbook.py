@@ -46,6 +46,10 @@ def test_check_mode_on_the_converged_site_reports_no_change():
         ("directory_base_dn=o=condorlab", "directory_base_dn is 'o=condorlab'; set it to the directory's naming"),
         ("sssd_ldap_uri=ldap://cm", 'sssd_ldap_uri is "ldap://cm"'),
         (
+            '{"jupyterhub_authenticator": "oidc", "jupyterhub_oidc": {"client_id": "hub", "issuer": "http://idp"}}',
+            "jupyterhub_authenticator is oidc but jupyterhub_oidc lacks client_id, an https:// issuer",
+        ),
+        (
             '{"directory_users": [{"name": "zed", "uid": 2099, "groups": ["nope"]}]}',
             "directory_users[0] (zed) is in group 'nope', which is not in directory_groups",
         ),
