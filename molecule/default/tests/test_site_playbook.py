@@ -46,7 +46,8 @@ def test_check_mode_on_the_converged_site_reports_no_change():
         ("directory_base_dn=o=condorlab", "directory_base_dn is 'o=condorlab'; set it to the directory's naming"),
         ("sssd_ldap_uri=ldap://cm", 'sssd_ldap_uri is "ldap://cm"'),
         (
-            '{"jupyterhub_authenticator": "oidc", "jupyterhub_oidc": {"client_id": "hub", "issuer": "http://idp"}}',
+            '{"jupyterhub_authenticator": "oidc", "jupyterhub_oidc": {"client_id": "condorlab-hub", '
+            '"issuer": "http://idp", "callback_url": "https://hub.localhost:8443/hub/oauth_callback"}}',
             "jupyterhub_authenticator is oidc but jupyterhub_oidc lacks client_id, an https:// issuer",
         ),
         (
