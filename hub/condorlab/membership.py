@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 from . import contract
 
@@ -47,17 +48,22 @@ HEADER = """\
 """
 
 
-class Skipped(tuple):
-    """(user, unix_group, reason): a member that gets no accounting group."""
+class Skipped(NamedTuple):
+    """A member that gets no accounting group, and why (reason "invalid" or "not-a-hub-user")."""
 
-    __slots__ = ()
-
-    def __new__(cls, user, unix_group: str, reason: str):
-        return super().__new__(cls, (user, unix_group, reason))
+    user: object
+    unix_group: str
+    reason: str
 
     @property
     def invalid(self) -> bool:
-        return self[2] == "invalid"
+        return self.reason == "invalid"
+
+    @property
+    def why(self) -> str:
+        if self.invalid:
+            return "not a Unix user name"
+        return f"the hub accepts user names of {contract.USER_NAME_RULE} characters only"
 
 
 def accounting(user_groups: list[dict], members: Mapping[str, Iterable[str]]) -> tuple[dict, list[Skipped]]:
@@ -158,11 +164,20 @@ def _read(path: str) -> str | None:
         return None
 
 
-def sync(map_path: str, user_groups: list[dict], members: Mapping[str, Iterable[str]], check: bool = False) -> dict:
-    """Bring the map file in line with the membership; say what changed (nothing is written in check mode)."""
+def sync(
+    map_path: str,
+    user_groups: list[dict],
+    members: Mapping[str, Iterable[str]],
+    check: bool = False,
+    current: str | None = None,
+) -> dict:
+    """Bring the map file in line with the membership; say what changed (nothing is written in check mode).
+
+    ``current`` is the file's text if the caller has read it already.
+    """
     allowed, skipped = accounting(user_groups, members)
     wanted = map_text(allowed)
-    current = _read(map_path) or ""
+    current = (_read(map_path) if current is None else current) or ""
     before = read_map(current)
     result = {
         "changed": current != wanted,
@@ -170,7 +185,7 @@ def sync(map_path: str, user_groups: list[dict], members: Mapping[str, Iterable[
         "removed": sorted(set(before) - set(allowed)),
         "regrouped": sorted(user for user in set(allowed) & set(before) if allowed[user] != before[user]),
         "users": len(allowed),
-        "skipped": [{"user": s[0], "unix_group": s[1], "reason": s[2]} for s in skipped],
+        "skipped": [s._asdict() for s in skipped],
     }
     if result["changed"] and not check:
         write_atomically(map_path, wanted)
@@ -205,14 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("Unix group(s) %s cannot be resolved here (is SSSD running?); the map is left as it is", error)
         return 1
     previous = _read(args.map)
-    result = sync(args.map, user_groups, members, check=args.check)
-    for skipped in result["skipped"]:
-        log.warning(
-            "%r (Unix group %s) gets no accounting group: %s",
-            skipped["user"],
-            skipped["unix_group"],
-            "not a Unix user name" if skipped["reason"] == "invalid" else "the hub refuses that user name",
-        )
+    result = sync(args.map, user_groups, members, check=args.check, current=previous)
+    for skipped in (Skipped(**fields) for fields in result["skipped"]):
+        log.warning("%r (Unix group %s) gets no accounting group: %s", skipped.user, skipped.unix_group, skipped.why)
     if result["changed"] and not args.check:
         log.info(
             "map changed: added %s, removed %s, regrouped %s; reconfiguring the schedd",

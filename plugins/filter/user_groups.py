@@ -198,13 +198,14 @@ def _accounting(groups, members, passwd, name: str) -> dict:
         raise AnsibleFilterError(f"{name}: members must map Unix groups to users, not {members!r}")
     resolved = {unix_group: _members(entry, passwd or {}) for unix_group, entry in members.items()}
     allowed, skipped = membership.accounting(condorlab_profiles(groups), resolved)
-    for user, unix_group, reason in skipped:
-        if reason == "invalid":
-            raise AnsibleFilterError(f"{name}: member {user!r} of Unix group {unix_group} is not a Unix user name")
+    for member in skipped:
+        if member.invalid:
+            raise AnsibleFilterError(
+                f"{name}: member {member.user!r} of Unix group {member.unix_group} is not a Unix user name"
+            )
         # A directory may hold it (Admin, host$); it cannot log in to the hub.
         Display().warning(
-            f"condorlab: {user!r} (Unix group {unix_group}) gets no accounting group: the hub "
-            f"accepts user names of {contract.USER_NAME_RULE} characters only"
+            f"condorlab: {member.user!r} (Unix group {member.unix_group}) gets no accounting group: {member.why}"
         )
     return allowed
 
