@@ -15,7 +15,7 @@ hosts=(cm hub wn1 wn2 outsider)
 shared_volume=condorlab-demo-shared
 # The hub's public port in the test-bed inventory (jupyterhub_public_port),
 # published on this machine's loopback: https://hub.localhost:8443 and each
-# user's lab at https://<user>.hub.localhost:8443 (browsers resolve *.localhost
+# user's lab at https://<user>.labs.localhost:8443 (browsers resolve *.localhost
 # to this machine).
 public_port=8443
 # The test bed's OpenID Connect provider (identity_provider_url), published
@@ -110,7 +110,7 @@ status() {
     podman exec "$prefix-cm" condor_status -any -af MyType Name 2>/dev/null | sed 's/^/  /' || echo "  (collector not answering)"
     echo
     echo "JupyterHub: https://hub.localhost:$public_port/ (published from the hub container); each user's"
-    echo "lab has an origin of its own, e.g. https://alice.hub.localhost:$public_port/user/alice/"
+    echo "lab has an origin of its own, e.g. https://alice.labs.localhost:$public_port/user/alice/"
     if podman exec "$prefix-hub" test -f /etc/condorlab/public-tls/ca.crt 2>/dev/null; then
       podman exec "$prefix-hub" cat /etc/condorlab/public-tls/ca.crt > "$here/.demo-ca.crt"
       echo "Its certificate is signed by the demo's own CA: trust $here/.demo-ca.crt in your browser,"

@@ -20,6 +20,8 @@ PUBLIC_CA = "/etc/condorlab/public-tls/ca.crt"
 TEST_USERS = ("alice", "bob", "carol")
 # The hub as a browser reaches it (chromium maps the names to the hub).
 HUB_URL = "https://hub.localhost:8443"
+# Where the labs live (jupyterhub_labs_domain): https://<user>.labs.localhost:8443.
+LABS_DOMAIN = "labs.localhost"
 
 
 def _host(name: str):
@@ -120,10 +122,10 @@ def hub_client(outsider, hub, passwords: dict[str, str], login: str = "pam"):
         """A started lab's origin resolves on the outsider, as a site's wildcard DNS entry would make it.
 
         JupyterHub encodes a user name that is not a DNS label (erin.lee ->
-        u-erinlee--<hash>.hub.localhost), which the test bed's hosts file cannot know beforehand.
+        u-erinlee--<hash>.labs.localhost), which the test bed's hosts file cannot know beforehand.
         """
         host = urlsplit((result.get("server") or {}).get("url") or "").hostname
-        if host and host.endswith(".hub.localhost"):
+        if host and host.endswith(f".{LABS_DOMAIN}"):
             outsider.check_output(
                 f"grep -q ' {host}$' /etc/hosts || "
                 f"echo \"$(getent hosts hub.localhost | awk '{{print $1}}') {host}\" >> /etc/hosts"
@@ -213,7 +215,7 @@ def chromium(hub):
         "--headless=new",
         "--no-sandbox",
         "--disable-dev-shm-usage",
-        f"--host-resolver-rules=MAP hub.localhost {address}, MAP *.hub.localhost {address}",
+        f"--host-resolver-rules=MAP hub.localhost {address}, MAP *.{LABS_DOMAIN} {address}",
         # Trust exactly the test bed's public key, nothing else.
         f"--ignore-certificate-errors-spki-list={spki}",
     ):

@@ -17,9 +17,10 @@ import urllib.parse
 import urllib.request
 
 HUB = os.environ.get("CONDORLAB_HUB", "https://hub.localhost:8443")
-# Each user's lab is on an origin of its own (subdomain_host): /user/alice/...
-# goes to https://alice.hub.localhost:8443.
+# Each user's lab is on an origin of its own under the labs' domain, a site
+# apart from the hub's: /user/alice/... goes to https://alice.labs.localhost:8443.
 HUB_HOST = urllib.parse.urlsplit(HUB)
+LABS_DOMAIN = os.environ.get("CONDORLAB_LABS_DOMAIN", "labs.localhost")
 
 
 def url_of(path: str, origins: dict | None = None) -> str:
@@ -30,7 +31,7 @@ def url_of(path: str, origins: dict | None = None) -> str:
     """
     parts = path.split("/")
     if len(parts) > 2 and parts[1] == "user" and parts[2]:
-        origin = (origins or {}).get(parts[2]) or f"{HUB_HOST.scheme}://{parts[2]}.{HUB_HOST.netloc}"
+        origin = (origins or {}).get(parts[2]) or f"{HUB_HOST.scheme}://{parts[2]}.{LABS_DOMAIN}:{HUB_HOST.port}"
         return origin + path
     return HUB + path
 

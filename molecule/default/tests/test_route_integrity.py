@@ -280,7 +280,7 @@ def test_a_session_certificate_names_only_its_nodes_and_its_user_for_the_session
         )
     finally:
         browser("stop", "carol")
-    assert "DNS:wn1" in text and "DNS:wn2" in text and "DNS:carol.hub.localhost" in text, text
+    assert "DNS:wn1" in text and "DNS:wn2" in text and "DNS:carol.labs.localhost" in text, text
     assert "localhost," not in text and "DNS:hub" not in text.replace("hub.localhost", ""), text
     assert "CN=user-carol" in text.replace(" ", ""), text
     end = text.split("notAfter=")[1].splitlines()[0]
@@ -331,9 +331,9 @@ def test_a_page_in_bob_s_origin_cannot_read_alice_s_hub_token(chromium, password
     own = json.loads(chromium.execute_async_script(READ_TOKEN))
     assert own["hub user model"].startswith("200") and '"name":"alice"' in own["hub user model"].replace(" ", ""), own
     # The same script in a page of bob's lab (his origin; /api answers anybody), in alice's browser.
-    chromium.get("https://bob.hub.localhost:8443/user/bob/api")
+    chromium.get("https://bob.labs.localhost:8443/user/bob/api")
     assert '"version"' in chromium.page_source, chromium.page_source[:500]
-    assert chromium.current_url.startswith("https://") and "bob.hub.localhost" in chromium.current_url
+    assert chromium.current_url.startswith("https://") and "bob.labs.localhost" in chromium.current_url
     attempts = json.loads(chromium.execute_async_script(READ_TOKEN))
     screenshot = os.environ.get("CONDORLAB_SCREENSHOTS")
     if screenshot:
@@ -349,4 +349,4 @@ def test_the_public_ca_is_the_one_the_browser_trusts(hub):
     result = hub.run(f"openssl verify -CAfile {PUBLIC_CA} /etc/condorlab/public-tls/server.crt")
     assert result.rc == 0, result
     names = hub.check_output("openssl x509 -noout -ext subjectAltName -in /etc/condorlab/public-tls/server.crt")
-    assert "DNS:*.hub.localhost" in names and "DNS:hub.localhost" in names, names
+    assert "DNS:*.labs.localhost" in names and "DNS:hub.localhost" in names, names

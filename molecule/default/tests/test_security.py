@@ -76,7 +76,7 @@ def lab_port(hub, node_name: str) -> int:
             "https://127.0.0.1:8001/api/routes"
         )
     )
-    # With subdomain_host the route is /alice.hub.localhost/user/alice.
+    # With subdomain_host the route is /alice.labs.localhost/user/alice.
     (target,) = [route["target"] for spec, route in routes.items() if spec.endswith("/user/alice")]
     assert target.startswith(f"https://{node_name}:"), target
     return int(target.rsplit(":", 1)[1].split("/")[0])

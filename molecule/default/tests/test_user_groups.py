@@ -139,7 +139,7 @@ def test_a_user_whose_name_has_a_dot_starts_and_reaches_a_session(hub, outsider)
         # Her lab's origin: JupyterHub encodes a name that is not a DNS label. The outsider
         # resolves it as a site's wildcard DNS entry would.
         host = urlsplit(started["server"]["url"]).hostname
-        assert host.endswith(".hub.localhost") and host != "erin.lee.hub.localhost", host
+        assert host.endswith(".labs.localhost") and host != "erin.lee.labs.localhost", host
         assert outsider.run(f"getent hosts {host}").rc == 0, "the client's start made it resolvable"
         status = client("get", "erin.lee", "/user/erin.lee/api/status")
         assert status["status"] == 200 and "last_activity" in status["text"], status
