@@ -70,8 +70,13 @@ class JobAttrs:
     profile: str = "CondorlabProfile"  # the profile's name
     walltime: str = "CondorlabWalltime"  # the profile's walltime, seconds
     fallback: str = "CondorlabFallback"  # true: the profile lets it take a batch slot when the share is full
+    # true on a session job the hub sealed (seal.py): the access point deletes it
+    # from every submitted job and only a queue super user may set it, so no
+    # submitter can forge it. The share, the sweep and the metrics trust only this.
+    sealed: str = "CondorlabSealed"
 
     def names(self) -> list[str]:
+        """The attributes the job helper sets at submission (immutable afterwards); not the seal."""
         return [self.session, self.server, self.group, self.profile, self.walltime, self.fallback]
 
 

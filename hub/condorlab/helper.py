@@ -22,7 +22,8 @@ can start sessions and nothing else as the user. The session's environment
 (with its API token) and its TLS files are staged as 0600 files in
 ~/.condorlab/sessions/KEY (0700) and travel with the job, encrypted; the
 description is submitted from the home directory with the htcondor bindings,
-and {"cluster": N, "work_dir": DIR} is printed.
+and {"cluster": N, "work_dir": DIR} is printed. The job is submitted on
+hold: the hub seals and releases it (seal.py), as only the hub may.
 remove removes only that user's session jobs. clean deletes a session's
 staged secrets (session.json with its token, the key, the certificate and CA
 bundle) once the session has ended; its logs stay.
@@ -177,11 +178,11 @@ def submit(user: pwd.struct_passwd, config: dict) -> None:
         os.makedirs(os.path.join(home, config["transfer_dir"]), mode=0o700, exist_ok=True)
     description = htcondor.Submit(description_text)
     description["initialdir"] = home
-    schedd = htcondor.Schedd()
-    result = schedd.submit(description)
-    # Ask for a negotiation cycle now, as condor_submit does; without it the
-    # session waits for the schedd's next periodic update.
-    schedd.reschedule()
+    # On hold until the hub seals it (condorlab-seal, as root): a job the user
+    # submits is never a session by itself. The seal releases it and asks for
+    # a negotiation cycle.
+    description["hold"] = "true"
+    result = htcondor.Schedd().submit(description)
     print(json.dumps({"cluster": result.cluster(), "work_dir": work_dir}))
 
 

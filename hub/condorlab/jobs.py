@@ -177,7 +177,7 @@ def _default_query() -> list[dict[str, Any]]:
     import htcondor  # the distribution's bindings; imported lazily for tests
 
     schedd = htcondor.Schedd()
-    ads = schedd.query(constraint=f"{ATTRS.session} =?= true", projection=PROJECTION)
+    ads = schedd.query(constraint=f"{ATTRS.sealed} =?= true", projection=PROJECTION)
     return [{k: plain(ad, k) for k in PROJECTION} for ad in ads]
 
 

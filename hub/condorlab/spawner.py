@@ -83,6 +83,12 @@ class CondorlabSpawner(CondorSpawner):
         session jobs: a console script of the hub's root-owned virtualenv.""",
     ).tag(config=True)
 
+    job_seal = Unicode(
+        "/opt/condorlab/hub/bin/condorlab-seal",
+        help="""The seal (condorlab.seal), run as root through sudo: it makes the job the helper submitted
+        on hold a session job (a mark no submitter can set) and releases it.""",
+    ).tag(config=True)
+
     port_range = Tuple(
         Integer(),
         Integer(),
@@ -388,9 +394,20 @@ class CondorlabSpawner(CondorSpawner):
         contract.check_user_name(self.user.name)
         return ["sudo", "-n", "-u", self.user.name, "--", self.job_helper, *args]
 
+    def seal_cmd(self, cluster: str) -> list[str]:
+        contract.check_user_name(self.user.name)
+        return ["sudo", "-n", "--", self.job_seal, self.user.name, self.server_key, cluster]
+
     async def run_helper(self, *args: str, stdin: str | None = None) -> dict:
+        return await self._run_json(self.helper_cmd(*args), f"condorlab-job {args[0]}", stdin)
+
+    async def seal_job(self) -> dict:
+        """Make the job the helper submitted on hold a session job, and release it (seal.py, as root)."""
+        return await self._run_json(self.seal_cmd(self.job_id), "condorlab-seal")
+
+    async def _run_json(self, command: list[str], what: str, stdin: str | None = None) -> dict:
         proc = await asyncio.create_subprocess_exec(
-            *self.helper_cmd(*args),
+            *command,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -398,7 +415,7 @@ class CondorlabSpawner(CondorSpawner):
         )
         out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
         if proc.returncode != 0:
-            raise RuntimeError(f"condorlab-job {args[0]} failed ({proc.returncode}): {err.decode().strip()}")
+            raise RuntimeError(f"{what} failed ({proc.returncode}): {err.decode().strip()[:500]}")
         return json.loads(out)
 
     async def submit_batch_script(self) -> str:
@@ -413,6 +430,17 @@ class CondorlabSpawner(CondorSpawner):
         finally:
             self.tls_files = None
         self.job_id = str(reply["cluster"])
+        # Submitted on hold: the seal makes it a session job and releases it.
+        try:
+            await self.seal_job()
+        except (OSError, RuntimeError, ValueError) as exc:
+            self.log.error("Could not seal session job %s of %s: %s", self.job_id, self.user.name, exc)
+            await self._abandon()
+            raise StartFailed(
+                "The session job could not be made a session (the hub's seal failed); try again, "
+                "and tell the site's administrators if it fails again",
+                "seal",
+            ) from None
         self.log.info(
             "Session of %s (%s, %s/%s) is job %s, working in %s",
             self.user.name,

@@ -8,7 +8,9 @@ slot) until its walltime. This service, started and stopped by JupyterHub
 servers the hub knows, at its start and then every --every seconds, and
 removes a job only when
 
-- the hub submitted it (it names its server: CondorlabServer),
+- it carries the session marker (CondorlabSession): one the hub submitted, or
+  a user's job posing as a session (it never enters the interactive share,
+  which takes only jobs the hub sealed, but it is no user's to keep),
 - the hub and the schedd both answered this round (an unknown view removes nothing),
 - no server of the hub has that job id in its state, and the server the job
   names is not starting (a start saves its job id only once it is done),
@@ -115,7 +117,6 @@ class Sweeper:
             job
             for job in jobs
             if job.status in LIVE_STATES
-            and job.server  # the hub's jobs name their server; one a user marked by hand is not the hub's
             and (job.owner, job.cluster) not in view.job_ids
             and job.server not in view.starting
         ]

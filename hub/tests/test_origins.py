@@ -1,5 +1,4 @@
 import pytest
-
 from condorlab.origins import labs_subdomain_hook
 
 

@@ -76,7 +76,12 @@ def spawner(tmp_path):
         s.calls.append((args, json.loads(stdin) if stdin else None))
         return {"cluster": 12, "work_dir": "/shared/alice"} if args[0] == "submit" else {"removed": 12}
 
+    async def fake_seal():
+        s.calls.append((("seal", s.job_id), None))
+        return {"sealed": int(s.job_id), "removed": []}
+
     s.run_helper = fake_helper
+    s.seal_job = fake_seal
     s.get_env = lambda: {"JUPYTERHUB_API_TOKEN": "tok", "JUPYTERHUB_USER": "alice"}
     return s
 
@@ -333,7 +338,20 @@ def test_a_session_on_a_node_the_certificate_does_not_cover_fails(spawner):
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn9"))
     with pytest.raises(RuntimeError, match="landed on wn9, which the session certificates do not cover"):
         run(start_reporting_port(spawner, 50001))
-    assert [c[0][0] for c in spawner.calls] == ["submit", "remove", "clean"]
+    assert [c[0][0] for c in spawner.calls] == ["submit", "seal", "remove", "clean"]
+
+
+def test_a_job_the_seal_refuses_is_removed_and_the_start_fails(spawner):
+    async def refused():
+        spawner.calls.append((("seal", spawner.job_id), None))
+        raise RuntimeError("condorlab-seal failed (2): it is not held as submitted")
+
+    spawner.seal_job = refused
+    spawner.status_cache = FakeCache(JobInfo(State.IDLE))
+    with pytest.raises(RuntimeError, match="could not be made a session"):
+        run(spawner.start())
+    assert [c[0][0] for c in spawner.calls] == ["submit", "seal", "remove", "clean"]
+    assert not spawner.job_id
 
 
 def test_the_form_offers_only_the_user_s_groups_profiles(spawner):
@@ -423,7 +441,7 @@ def test_a_start_that_outlasts_the_timeout_fails_with_the_reason(spawner):
         failed.value
     )
     assert "3 sessions ahead of you" in str(failed.value)
-    assert [c[0][0] for c in spawner.calls] == ["submit", "remove", "clean"]
+    assert [c[0][0] for c in spawner.calls] == ["submit", "seal", "remove", "clean"]
 
 
 def test_the_start_timeout_counts_the_submission_too(spawner):

@@ -25,7 +25,7 @@ ADS = [
     ad(40, "erin.lee", "erin.lee/default"),  # the hub has no server for erin.lee (a lost database)
     ad(41, "erin.lee", "erin.lee/default", status=3),  # already being removed
     ad(50, "frank", "frank/default", queued=NOW + 100),  # queued after the first round
-    ad(60, "carol", ""),  # marked as a session by hand: not the hub's to sweep
+    ad(60, "carol", ""),  # a batch job posing as a session: no server of the hub owns it
 ]
 
 
@@ -39,8 +39,8 @@ def test_orphans_go_after_the_grace_period_and_the_hub_s_own_never():
     sweeper = sweep.Sweeper(grace=600)
     assert run(sweeper, NOW) == [], "first seen now: nothing is due yet"
     assert run(sweeper, NOW + 300) == []
-    assert run(sweeper, NOW + 600) == [11, 40], "orphaned for the grace period"
-    assert run(sweeper, NOW + 700) == [11, 40, 50], "frank's job is now older than the grace period too"
+    assert run(sweeper, NOW + 600) == [11, 40, 60], "orphaned for the grace period"
+    assert run(sweeper, NOW + 700) == [11, 40, 50, 60], "frank's job is now older than the grace period too"
 
 
 def test_a_job_that_is_owned_again_starts_its_grace_anew():
@@ -60,7 +60,7 @@ def test_nothing_is_removed_when_the_hub_or_the_schedd_does_not_answer():
 
     assert run(sweeper, NOW, users=down) == []
     assert run(sweeper, NOW, ads=down) == []
-    assert run(sweeper, NOW + 100) == [11, 40, 50]
+    assert run(sweeper, NOW + 100) == [11, 40, 50, 60]
 
 
 def test_a_view_without_job_ids_removes_nothing():

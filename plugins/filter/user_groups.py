@@ -44,6 +44,7 @@ description:
     each message naming the group, the field, the bad value and the fix.
   - C(condorlab_contract) gives a fact of the hub's session contract by name
     (C(job_attrs), C(session_attr), C(walltime_attr), C(fallback_attr) - the session jobs' attributes;
+    C(sealed_attr) - the seal the hub alone sets on its session jobs;
     C(user_groups_file) - where the normalised groups go; C(share_slot_attr),
     C(share_negotiator) - the interactive share's slot attribute and negotiator;
     C(memory_hold_subcode) - the hold subcode of a session over its memory;
@@ -410,6 +411,7 @@ def condorlab_contract(name: str):
         "session_attr": contract.ATTRS.session,
         "walltime_attr": contract.ATTRS.walltime,
         "fallback_attr": contract.ATTRS.fallback,
+        "sealed_attr": contract.ATTRS.sealed,
         "memory_hold_subcode": contract.MEMORY_HOLD_SUBCODE,
         "accounting_map": membership.ACCOUNTING_MAP,
     }
