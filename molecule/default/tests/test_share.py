@@ -145,7 +145,12 @@ def test_a_job_marked_as_a_session_by_hand_cannot_hold_the_share(hub, cm):
 
 @pytest.fixture
 def share_full(hub):
-    """Both nodes' shares taken (carol's session-marked jobs of 4 CPUs, a profile's walltime); removed afterwards."""
+    """Both nodes' shares taken by jobs of 4 CPUs with a profile's walltime, removed afterwards.
+
+    The test plays the hub: root seals carol's jobs as condorlab-seal would (a
+    queue super user; carol herself cannot). They carry no session marker, so
+    the sweep, which removes session jobs no server owns, leaves them alone.
+    """
     fillers = [
         submit(
             hub,
@@ -153,12 +158,13 @@ def share_full(hub):
             "arguments = 3600",
             "request_cpus = 4",
             "request_memory = 64",
-            "+CondorlabSession = true",
             "+CondorlabWalltime = 3600",
             f"requirements = {SHARE}",
         )
         for _ in range(2)
     ]
+    for filler in fillers:
+        hub.check_output(f"condor_qedit {filler} CondorlabSealed true")
     assert wait_for(lambda: len(jobs(hub, 'Owner == "carol" && JobStatus == 2')) == 2, 60), "the fillers run"
     yield
     hub.run(f"condor_rm {' '.join(fillers)}")
