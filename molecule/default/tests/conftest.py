@@ -98,6 +98,7 @@ def set_passwords(hub, users) -> dict[str, str]:
 
 IDP_HOST = "cm"  # the container of the test bed's OpenID Connect provider (the `identity_provider` group)
 IDP_CA = "/etc/condorlab/idp-tls/ca.crt"  # the identity_provider role's own CA
+IDP_SERVER_CERT = "/etc/condorlab/idp-tls/server.crt"
 
 
 def hub_client(outsider, hub, passwords: dict[str, str], login: str = "pam"):
@@ -205,19 +206,24 @@ def chromium(hub):
     from selenium.webdriver.chrome.service import Service
 
     address = hub.check_output("hostname -I").split()[0]
-    spki = hub.check_output(
-        "openssl x509 -in /etc/condorlab/public-tls/server.crt -pubkey -noout | openssl pkey -pubin -outform der "
-        "| openssl dgst -sha256 -binary | base64"
+    spki_of = (
+        "openssl x509 -in {} -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64"
     )
+    spki = hub.check_output(spki_of.format("/etc/condorlab/public-tls/server.crt"))
+    # The identity provider (on cm) as the browser reaches it: https://idp.localhost:8444.
+    idp = _host(IDP_HOST)
+    idp_address = idp.check_output("hostname -I").split()[0]
+    idp_spki = idp.check_output(spki_of.format(IDP_SERVER_CERT))
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
     for argument in (
         "--headless=new",
         "--no-sandbox",
         "--disable-dev-shm-usage",
-        f"--host-resolver-rules=MAP hub.localhost {address}, MAP *.{LABS_DOMAIN} {address}",
-        # Trust exactly the test bed's public key, nothing else.
-        f"--ignore-certificate-errors-spki-list={spki}",
+        f"--host-resolver-rules=MAP hub.localhost {address}, MAP *.{LABS_DOMAIN} {address}, "
+        f"MAP idp.localhost {idp_address}",
+        # Trust exactly the test bed's public keys (the hub's, the provider's), nothing else.
+        f"--ignore-certificate-errors-spki-list={spki},{idp_spki}",
     ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)

@@ -37,7 +37,7 @@ def _all_cookies(driver) -> list[dict]:
     return driver.execute_cdp_cmd("Network.getAllCookies", {})["cookies"]
 
 
-def _hub_cookies(driver) -> list[dict]:
+def hub_cookies(driver) -> list[dict]:
     return [c for c in _all_cookies(driver) if c["domain"].lstrip(".") in ("hub.localhost", "localhost")]
 
 
@@ -96,13 +96,13 @@ def test_the_hub_sends_host_only_secure_cookies(outsider, passwords, browser):
 def test_bob_s_lab_cannot_toss_cookies_to_the_hub(chromium, passwords, bob_lab, browser):
     # bob's own login cookie: what he would toss to make alice's browser his.
     chromium_login(chromium, "bob", passwords["bob"])
-    bob_login = next(c for c in _hub_cookies(chromium) if "jupyterhub-hub-login" in c["name"])
-    bob_xsrf = next(c for c in _hub_cookies(chromium) if c["name"] == "_xsrf")
+    bob_login = next(c for c in hub_cookies(chromium) if "jupyterhub-hub-login" in c["name"])
+    bob_xsrf = next(c for c in hub_cookies(chromium) if c["name"] == "_xsrf")
     chromium.execute_cdp_cmd("Network.clearBrowserCookies", {})
 
     chromium_login(chromium, "alice", passwords["alice"])
     assert '"name":"alice"' in _who(chromium).replace(" ", "")
-    before = {(c["name"], c["domain"], c["path"], c["value"]) for c in _hub_cookies(chromium)}
+    before = {(c["name"], c["domain"], c["path"], c["value"]) for c in hub_cookies(chromium)}
 
     # bob's page, in alice's browser: his lab's origin (/api answers anybody).
     chromium.get(f"https://bob.{LABS_DOMAIN}:8443/user/bob/api")
@@ -125,9 +125,9 @@ def test_bob_s_lab_cannot_toss_cookies_to_the_hub(chromium, passwords, bob_lab, 
     after = _all_cookies(chromium)
     probe = [c for c in after if c["name"] == "condorlab-probe"]
     assert probe and probe[0]["domain"].lstrip(".") == LABS_DOMAIN, after
-    hub_now = {(c["name"], c["domain"], c["path"], c["value"]) for c in _hub_cookies(chromium)}
+    hub_now = {(c["name"], c["domain"], c["path"], c["value"]) for c in hub_cookies(chromium)}
     assert hub_now == before, {"tossed into the hub's site": sorted(hub_now - before)}
-    assert not any(c["value"] in (bob_login["value"], "bob") for c in _hub_cookies(chromium)), after
+    assert not any(c["value"] in (bob_login["value"], "bob") for c in hub_cookies(chromium)), after
 
     # alice is still alice on the hub, and her own lab opens for her.
     assert '"name":"alice"' in _who(chromium).replace(" ", "")

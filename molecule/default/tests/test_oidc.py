@@ -6,7 +6,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import IDP_CA, IDP_HOST, _host, hub_client, run_playbook, session_ad, set_passwords, wait_for
+from conftest import (
+    HUB_URL,
+    IDP_CA,
+    IDP_HOST,
+    LABS_DOMAIN,
+    _host,
+    hub_client,
+    run_playbook,
+    session_ad,
+    set_passwords,
+    wait_for,
+)
 
 ISSUER = "https://idp.localhost:8444"
 SECRET = "/etc/lemonldap-ng/condorlab-clients/condorlab-hub.secret"
@@ -74,3 +85,40 @@ def test_the_client_secret_is_kept_from_files_the_hub_account_reads(oidc_hub):
     assert secret not in hub.file("/etc/jupyterhub/jupyterhub_config.py").content_string
     assert hub.run("su -s /bin/sh jupyterhub -c 'cat /etc/jupyterhub/oidc.env'").rc != 0
     assert wait_for(lambda: hub.run("systemctl is-active jupyterhub").stdout.strip() == "active", 30)
+
+
+def test_a_lab_page_cannot_toss_the_login_state_and_alice_logs_in_as_herself(oidc_hub, outsider, chromium):
+    """OAuthenticator's state cookie is the hub's: bob's lab page cannot plant one (login CSRF)."""
+    from selenium.webdriver.common.by import By
+    from test_attack_cookies import TOSS, WHO, hub_cookies
+
+    passwords = set_passwords(oidc_hub, ["alice", "bob"])
+    client = hub_client(outsider, oidc_hub, passwords, login="oidc")
+    started = client("start", "bob", "180", json.dumps({"profile": "physics/small"}))
+    try:
+        assert "ready_after" in started, started
+        chromium.get(f"https://bob.{LABS_DOMAIN}:8443/user/bob/api")
+        assert '"version"' in chromium.page_source, chromium.page_source[:300]
+        chromium.execute_async_script(
+            TOSS,
+            [
+                f"oauthenticator-state=bob; domain={domain}; path={path}; secure"
+                for domain in ("hub.localhost", ".hub.localhost", "localhost")
+                for path in ("/", "/hub/")
+            ],
+        )
+        assert not [c for c in hub_cookies(chromium) if c["name"] == "oauthenticator-state"], hub_cookies(chromium)
+    finally:
+        client("stop", "bob")
+
+    # alice logs in through the provider in the same browser, and the hub knows her as alice.
+    chromium.get(f"{HUB_URL}/hub/oauth_login?next=/hub/home")
+    assert wait_for(lambda: chromium.current_url.startswith(ISSUER), 20), chromium.current_url
+    state = [c for c in hub_cookies(chromium) if c["name"] == "oauthenticator-state"]
+    assert state and all(c["secure"] and c["domain"] == "hub.localhost" for c in state), state
+    chromium.find_element(By.NAME, "user").send_keys("alice")
+    chromium.find_element(By.NAME, "password").send_keys(passwords["alice"])
+    chromium.find_element(By.NAME, "password").submit()
+    assert wait_for(lambda: chromium.current_url.startswith(f"{HUB_URL}/hub/"), 30), chromium.current_url
+    chromium.get(f"{HUB_URL}/hub/home")
+    assert '"name":"alice"' in chromium.execute_async_script(WHO).replace(" ", "")
