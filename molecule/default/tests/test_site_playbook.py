@@ -62,6 +62,7 @@ def test_check_mode_on_the_converged_site_reports_no_change():
         ),
         ('{"jupyterhub_session_port_range": [40000, 40100]}', "accepts jupyterhub_session_port_range"),
         ("prometheus_retention=forever", "prometheus_retention is not a Prometheus duration"),
+        ('{"prometheus_web_extra_sources": ["wn2"]}', "prometheus_web_sources holds wn2, which lets"),
         (
             '{"condorlab_user_groups": [{"name": "physics", "unix_groups": ["physics"], '
             '"profiles": [{"name": "huge", "cpus": 64, "memory": "1GB", "walltime": "1h"}]}]}',
