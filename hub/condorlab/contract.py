@@ -19,9 +19,11 @@ What is agreed:
   {name, label, cpus, memory_mb, gpus, walltime (seconds), requirements, ...}.
   Integers only: nobody after the filter parses a unit. A profile field the
   filter adds reaches the submit template as ``session.<field>`` unchanged.
-- The name rules for users (USER_NAME, dots allowed) and servers
-  (SERVER_NAME, server_key), the staged file names (STAGING, SESSION_FILE,
-  SUMMARY_FILE, TLS_FILES, LOG_FILES) and the job attributes (JobAttrs).
+- The name rules for users (USER_NAME, dots allowed), user groups and
+  profiles (GROUP_NAME, PROFILE_NAME) and servers (SERVER_NAME, server_key),
+  the staged file names (STAGING, SESSION_FILE, SUMMARY_FILE, TLS_FILES,
+  LOG_FILES) and the job attributes (JobAttrs).
+- Messages quote at most QUOTE_MAX characters of what a request sent (quoted).
 - Profile lookup and limits: find_profile, check_cpus, check_memory and
   session_values, which turn a request into what the template renders.
 """
@@ -108,6 +110,15 @@ def idle_timeout(group: dict) -> int:
 # job helper and the OIDC username pattern.
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 USER_NAME_RULE = "lower-case letters, digits, '_', '-' and '.', starting with a letter or '_', at most 32"
+# A user group's name (its JupyterHub group, role and idle-culler service are
+# named after it, so it ends with a letter or digit) and a profile's name; a
+# start request names a profile as "group/profile". The inventory's filter
+# refuses other names; the hub bounds a request's profile by them.
+GROUP_NAME_MAX = 32
+PROFILE_NAME_MAX = 32
+GROUP_NAME = re.compile(rf"^[a-z](?:[a-z0-9_-]{{0,{GROUP_NAME_MAX - 2}}}[a-z0-9])?$")
+PROFILE_NAME = re.compile(rf"^[a-z0-9][a-z0-9_-]{{0,{PROFILE_NAME_MAX - 1}}}$")
+PROFILE_KEY_MAX = GROUP_NAME_MAX + 1 + PROFILE_NAME_MAX
 # A named server's name (JupyterHub's named servers), and its staging key.
 SERVER_NAME = re.compile(r"^[A-Za-z0-9._-]{1,58}$")
 SERVER_KEY = re.compile(r"^(default|named-[A-Za-z0-9._-]{1,58})$")
@@ -124,15 +135,29 @@ class ContractError(ValueError):
     """A request or a name outside the contract; the message says what is allowed."""
 
 
+# A message quotes at most this many characters of a value a request sent: the
+# hub returns, logs and shows its messages, so they stay short whatever came in.
+QUOTE_MAX = 40
+
+
+def quoted(value, limit: int = QUOTE_MAX) -> str:
+    """A value for a message: text in quotes, a number as it is, cut to ``limit`` characters (with its length)."""
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except ValueError:  # an integer too long to print
+        return f"a {type(value).__name__} too long to show"
+    if len(text) <= limit:
+        return repr(text) if isinstance(value, str) else text
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def is_user_name(name) -> bool:
     return isinstance(name, str) and bool(USER_NAME.fullmatch(name))
 
 
 def check_user_name(name) -> str:
     if not is_user_name(name):
-        raise ContractError(
-            f"user name {str(name)[:40]!r} is not a Unix user name condorlab accepts ({USER_NAME_RULE})"
-        )
+        raise ContractError(f"user name {quoted(name)} is not a Unix user name condorlab accepts ({USER_NAME_RULE})")
     return name
 
 
@@ -141,7 +166,7 @@ def server_key(server_name: str) -> str:
     if not server_name:
         return "default"
     if not SERVER_NAME.fullmatch(server_name):
-        raise ContractError(f"server name {server_name!r} is not usable; use letters, digits, '.', '_' and '-'")
+        raise ContractError(f"server name {quoted(server_name)} is not usable; use letters, digits, '.', '_' and '-'")
     return f"named-{server_name}"
 
 
@@ -230,13 +255,13 @@ def find_profile(user_groups: list[dict], unix_groups: set[str], group_name, pro
         raise ContractError("you belong to none of the user groups that may start sessions")
     named = [g for g in user_groups if g["name"] == group_name]
     if not named:
-        reason = f"there is no user group {group_name!r}"
+        reason = f"there is no user group {quoted(group_name)}"
     elif not unix_groups & set(named[0]["unix_groups"]):
-        reason = f"you are not in the user group {group_name!r} (Unix groups {named[0]['unix_groups']})"
+        reason = f"you are not in the user group {quoted(group_name)} (Unix groups {named[0]['unix_groups']})"
     else:
-        reason = f"the user group {group_name!r} has no profile {profile_name!r}"
+        reason = f"the user group {quoted(group_name)} has no profile {quoted(profile_name)}"
     names = ", ".join(key_of(g, p) for g, p in available)
-    raise ContractError(f"profile {wanted!r} is not one of your groups' profiles ({names}): {reason}")
+    raise ContractError(f"profile {quoted(wanted)} is not one of your groups' profiles ({names}): {reason}")
 
 
 def check_cpus(value, profile: dict, where: str, field: str = "cpus") -> int:
@@ -246,7 +271,7 @@ def check_cpus(value, profile: dict, where: str, field: str = "cpus") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ContractError(f"{field} {str(value)[:20]!r} is not a whole number of at most 6 digits")
     if not 1 <= value <= profile["cpus"]:
-        raise ContractError(f"{field} {value} is outside profile {where}'s limit of 1 to {profile['cpus']}")
+        raise ContractError(f"{field} {quoted(value)} is outside profile {where}'s limit of 1 to {profile['cpus']}")
     return value
 
 
@@ -257,9 +282,9 @@ def check_memory(value, profile: dict, where: str, field: str = "memory") -> int
     if isinstance(value, bool) or not isinstance(value, int):
         raise ContractError(f"{field} {str(value)[:20]!r} is not a size in MB")
     if value < 1:
-        raise ContractError(f"{field} {value} MB is less than 1 MB; ask for at most {profile['memory_mb']} MB")
+        raise ContractError(f"{field} {quoted(value)} MB is less than 1 MB; ask for at most {profile['memory_mb']} MB")
     if value > profile["memory_mb"]:
-        raise ContractError(f"{field} {value} MB is above profile {where}'s limit of {profile['memory_mb']} MB")
+        raise ContractError(f"{field} {quoted(value)} MB is above profile {where}'s limit of {profile['memory_mb']} MB")
     return value
 
 

@@ -1,4 +1,4 @@
-"""The singleuser server's port report: one integer port, for the caller's own server."""
+"""Our API handlers: the singleuser server's port report, and JupyterHub's server API with bounded start options."""
 
 from __future__ import annotations
 
@@ -6,12 +6,19 @@ import hmac
 import json
 
 from jupyterhub.apihandlers import APIHandler, default_handlers
+from jupyterhub.apihandlers.users import UserServerAPIHandler
+from jupyterhub.scopes import needs_scope
 from tornado import web
+
+from . import profiles
 
 PORT_REPORT_PATH = r"/api/condorlab/port"
 # batchspawner registers a handler that sets any spawner attribute named in
 # the request body; it must never be reachable.
 UNSAFE_PATHS = {r"/api/batchspawner"}
+# The largest body (bytes) a request to start, create, edit or stop a server
+# may have: start options are a few short values (profiles.OPTION_MAX_LENGTH).
+SERVER_BODY_MAX = 4096
 
 
 class PortReportHandler(APIHandler):
@@ -50,8 +57,57 @@ class PortReportHandler(APIHandler):
         self.finish()
 
 
+def check_body_size(body: bytes) -> None:
+    """Refuse (413) a server request's body over SERVER_BODY_MAX bytes."""
+    if len(body or b"") > SERVER_BODY_MAX:
+        raise web.HTTPError(
+            413, f"the request's body has {len(body)} bytes; a server request takes at most {SERVER_BODY_MAX}"
+        )
+
+
+def check_user_options(options) -> None:
+    """Refuse (400) start options that are not a mapping of a few short values (profiles.check_bounds)."""
+    if options is None:
+        return
+    try:
+        profiles.check_bounds(options)
+    except profiles.OptionsError as exc:
+        raise web.HTTPError(400, f"Cannot take these start options: {exc}") from None
+
+
+class ServerAPIHandler(UserServerAPIHandler):
+    """JupyterHub's API to start (POST), create (PUT), edit (PATCH) and stop a server, bounded.
+
+    JupyterHub 6 stores a start's or a create's user_options in its database
+    before the spawner checks them, and an edit stores them and logs them in
+    full without any check. Here a body over SERVER_BODY_MAX bytes is refused
+    before it is parsed, and options that are not a few short values before
+    JupyterHub reads them; the spawner checks the rest (profiles.resolve).
+    """
+
+    async def prepare(self):
+        await super().prepare()
+        check_body_size(self.request.body)
+
+    def get_server_json_body(self):
+        # POST and PUT read their body here, in either of its forms ({"user_options": {...}} or the options alone).
+        body = super().get_server_json_body()
+        check_user_options(body.get("user_options"))
+        return body
+
+    @needs_scope("start:servers")
+    async def patch(self, user_name, server_name=""):
+        body = self.get_json_body()
+        if isinstance(body, dict) and "user_options" in body:
+            check_user_options(body["user_options"])
+        return await super().patch(user_name, server_name)
+
+
 def install() -> None:
-    """Add our handler to the hub's API and drop batchspawner's."""
+    """Add our port report handler to the hub's API, drop batchspawner's, bound JupyterHub's server API."""
     default_handlers[:] = [h for h in default_handlers if h[0] not in UNSAFE_PATHS]
     if not any(h[0] == PORT_REPORT_PATH for h in default_handlers):
         default_handlers.append((PORT_REPORT_PATH, PortReportHandler))
+    for index, (path, handler, *rest) in enumerate(default_handlers):
+        if handler is UserServerAPIHandler:
+            default_handlers[index] = (path, ServerAPIHandler, *rest)

@@ -17,19 +17,53 @@ from . import contract
 
 OPTION_KEYS = {"profile", "cpus", "memory"}
 
+# The longest value each start option may have, in characters: a profile is
+# "group/profile" by the contract's name rules, cpus a whole number, memory a
+# size such as "1.5 GiB". A start request has at most MAX_OPTIONS options.
+# Checked before anything reads, stores or quotes the values: JupyterHub keeps
+# a request's options in its database and logs what a refusal says.
+OPTION_MAX_LENGTH = {"profile": contract.PROFILE_KEY_MAX, "cpus": 16, "memory": 32}
+MAX_OPTIONS = 8
+
 
 class OptionsError(ValueError):
     """A start request the user's groups do not allow; the message says why and what is allowed."""
 
 
-def resolve(user_groups: list[dict], unix_groups: set[str], options: dict) -> dict:
-    """The session a start request asks for, within the user's groups' limits, or OptionsError."""
+def check_bounds(options) -> dict:
+    """The start options if they are a mapping of a few short values, or OptionsError (a short message)."""
     if not isinstance(options, dict):
         raise OptionsError("the start options must be a mapping")
+    if len(options) > MAX_OPTIONS:
+        raise OptionsError(
+            f"{len(options)} start options; a session takes at most {len(OPTION_KEYS)} (profile, cpus and memory)"
+        )
+    for key, value in options.items():
+        limit = OPTION_MAX_LENGTH.get(key)
+        if limit is None or value is None:
+            continue  # an unknown option is refused by name (resolve)
+        if isinstance(value, (list, dict)):
+            kind = "list" if isinstance(value, list) else "mapping"
+            raise OptionsError(f"{key} must be text or a number, not a {kind}")
+        try:
+            length = len(value if isinstance(value, str) else str(value))
+        except ValueError:  # an integer too long to print
+            length = limit + 1
+        if length > limit:
+            raise OptionsError(f"{key} {contract.quoted(value)} is longer than the {limit} characters it may have")
+    return options
+
+
+def resolve(user_groups: list[dict], unix_groups: set[str], options: dict) -> dict:
+    """The session a start request asks for, within the user's groups' limits, or OptionsError."""
+    check_bounds(options)
     unknown = sorted(set(options) - OPTION_KEYS)
     if unknown:
+        shown = ", ".join(contract.quoted(key, 20) for key in unknown[:3])
+        if len(unknown) > 3:
+            shown += f" and {len(unknown) - 3} more"
         raise OptionsError(
-            f"unknown start option(s) {', '.join(unknown)}; a session takes profile, cpus and memory "
+            f"unknown start option(s) {shown}; a session takes profile, cpus and memory "
             "(the accounting group follows from your user group)"
         )
     available = contract.choices(user_groups, unix_groups)

@@ -23,7 +23,10 @@ Differences from batchspawner's CondorSpawner:
   by its owner) is ended: the hub, not the job, says what a session gets;
 - the options form offers the profiles of the user's groups (from the
   inventory's user groups); a request outside them, or above a profile's
-  limits, is refused with a message, and the job helper checks it again;
+  limits, is refused with a message, and the job helper checks it again.
+  Start options are bounded (profiles.check_bounds) before JupyterHub stores
+  them (the form here, the REST API in handlers.py); refused ones are not kept
+  as the server's defaults;
 - every session start and stop is recorded for accounting (accounting.py);
 - the port is reported to our own handler (see handlers.py), which accepts
   one integer port in the configured range and nothing else;
@@ -43,6 +46,7 @@ import time
 
 from batchspawner import CondorSpawner, JobStatus
 from jupyterhub.utils import make_ssl_context
+from sqlalchemy.orm import object_session
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets import Any, Dict, Float, Integer, List, Tuple, Unicode, default
@@ -235,12 +239,16 @@ class CondorlabSpawner(CondorSpawner):
         return form
 
     def options_from_form(self, formdata: dict) -> dict:
+        """The form's (or the /hub/spawn query's) options, refused (400) before JupyterHub stores them if too long."""
         options = {}
         for key in profiles.OPTION_KEYS:
             value = (formdata.get(key) or [""])[0].strip()
             if value:
                 options[key] = value
-        return options
+        try:
+            return profiles.check_bounds(options)
+        except profiles.OptionsError as exc:
+            raise web.HTTPError(400, f"Cannot start this session: {exc}") from None
 
     @default("apply_user_options")
     def _apply_user_options_default(self):
@@ -248,11 +256,22 @@ class CondorlabSpawner(CondorSpawner):
 
     @staticmethod
     def check_options(spawner: CondorlabSpawner, user_options: dict) -> None:
-        """Take the session the user asked for, or refuse it (400) with the reason."""
+        """Take the session the user asked for, or refuse it (400) with the reason and forget the options."""
         try:
             spawner.session = profiles.resolve(spawner.groups(), spawner.unix_groups(), dict(user_options or {}))
         except profiles.OptionsError as exc:
+            spawner.forget_options()
             raise web.HTTPError(400, f"Cannot start this session: {exc}") from None
+
+    def forget_options(self) -> None:
+        """Drop refused start options: JupyterHub stored them as this server's defaults before they were checked."""
+        self.user_options = {}
+        orm_spawner = self.orm_spawner
+        if orm_spawner is not None and orm_spawner.user_options:
+            orm_spawner.user_options = {}
+            db = object_session(orm_spawner)
+            if db is not None:
+                db.commit()
 
     def record(self, event: str, **facts) -> None:
         """Append a session start or stop record; a failure is logged, never fatal."""

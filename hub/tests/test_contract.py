@@ -72,6 +72,31 @@ def test_the_profile_lookup_says_why_a_profile_is_not_offered():
         contract.find_profile(GROUPS, {"users"}, "physics", "small")
 
 
+def test_messages_quote_only_a_short_prefix_of_what_a_request_sent():
+    assert contract.quoted("gw") == "'gw'"
+    assert contract.quoted(8) == "8"
+    assert contract.quoted("y" * 100) == f"'{'y' * 40}'... (100 characters)"
+    assert contract.quoted(10**5000) == "a int too long to show"
+    huge = "g" * 2**20
+    for group, profile, cpus, memory in ((huge, huge, None, None), ("physics", "gpu", 10**99, None)):
+        with pytest.raises(contract.ContractError) as refused:
+            contract.resolve(GROUPS, {"physics"}, group, profile, cpus, memory)
+        assert len(str(refused.value)) < 300 and "g" * 41 not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("rule", "good", "bad"),
+    [
+        (contract.GROUP_NAME, ["physics", "p", "gw-2", "a_b1", "x" * 32], ["Physics", "2gw", "gw-", "x" * 33, "gw\n"]),
+        (contract.PROFILE_NAME, ["small", "2gpu", "a-", "x" * 32], ["Small", "-a", "x" * 33, "a/b", "gpu\n", ""]),
+    ],
+)
+def test_the_name_rules_of_user_groups_and_profiles(rule, good, bad):
+    assert [name for name in good if not rule.fullmatch(name)] == []
+    assert [name for name in bad if rule.fullmatch(name)] == []
+    assert contract.PROFILE_KEY_MAX == 65, "the longest group/profile a start request may name"
+
+
 def test_limits_and_the_session_values():
     session = contract.resolve(GROUPS, {"physics"}, "physics", "gpu", "3", "2GB")
     assert session == {

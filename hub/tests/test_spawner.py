@@ -487,7 +487,7 @@ def test_form_data_becomes_options(spawner):
         ({"profile": "physics/big", "cpus": 8}, "cpus 8 is outside profile physics/big's limit of 1 to 4"),
         ({"profile": "physics/small", "memory": "1GB"}, "memory 1024 MB is above profile physics/small's limit"),
         ({"profile": "physics/small", "cpus": "two"}, "cpus 'two' is not a whole number"),
-        ({"accounting_group": "group_astro"}, "unknown start option(s) accounting_group"),
+        ({"accounting_group": "group_astro"}, "unknown start option(s) 'accounting_group'"),
     ],
 )
 def test_requests_outside_the_groups_limits_are_refused(spawner, options, message):
@@ -513,6 +513,87 @@ def test_a_request_within_the_limits_is_taken(spawner):
     }
     spawner.check_options(spawner, {})
     assert spawner.session["profile"] == "small", "no profile: the first of the user's groups"
+
+
+HUGE = "x" * 2**20  # a 1 MB start option
+
+
+def stored_options(spawner, options: dict):
+    """Give the spawner a server row in a hub database holding options, as JupyterHub stores them before the check."""
+    from jupyterhub import orm
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    engine = create_engine("sqlite://")
+    orm.Base.metadata.create_all(engine)
+    db = Session(engine)
+    user = orm.User(name="alice")
+    db.add(user)
+    orm_spawner = orm.Spawner(user=user, name="", user_options=options)
+    db.add(orm_spawner)
+    db.commit()
+    spawner.orm_spawner = orm_spawner
+    spawner.user_options = options
+    return db
+
+
+def assert_short_refusal(refused, status=400):
+    message = refused.value.log_message
+    assert refused.value.status_code == status
+    assert len(message) < 300, message
+    assert "x" * 41 not in message, "at most a short prefix of a value is quoted"
+    return message
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"profile": HUGE}, "profile 'xxxxxxxx"),
+        ({"profile": "physics/" + HUGE}, "(1048584 characters) is longer than the 65 characters"),
+        ({"cpus": HUGE}, "cpus 'xxx"),
+        ({"memory": "1" * 10**5}, "memory '111"),
+        ({"profile": ["physics/small"] * 10}, "profile must be text or a number, not a list"),
+        ({f"k{n}": "x" for n in range(10**4)}, "10000 start options; a session takes at most 3"),
+        (
+            {HUGE: "1", "y" * 100: "2", "z" * 100: "3", "w": "4"},
+            f"unknown start option(s) 'w', '{'x' * 20}'... (1048576 characters), '{'y' * 20}'... (100 characters) and 1 more",
+        ),
+    ],
+)
+def test_oversized_start_options_are_refused_briefly_and_not_kept(spawner, options, expected):
+    from tornado import web
+
+    db = stored_options(spawner, options)
+    with pytest.raises(web.HTTPError) as refused:
+        spawner.check_options(spawner, options)
+    message = assert_short_refusal(refused)
+    assert message.startswith("Cannot start this session: ")
+    assert expected in message
+    db.expire_all()
+    assert spawner.orm_spawner.user_options == {}, "a refused request is not kept as the server's defaults"
+    assert spawner.user_options == {}
+    assert spawner.session == {}
+
+
+def test_the_form_refuses_an_oversized_option_before_jupyterhub_stores_it(spawner):
+    from tornado import web
+
+    with pytest.raises(web.HTTPError) as refused:
+        spawner.options_from_form({"profile": [HUGE], "cpus": ["2"]})
+    assert "profile 'xxxx" in assert_short_refusal(refused)
+
+
+def test_options_within_the_bounds_are_taken_and_kept(spawner):
+    options = {"profile": "physics/big", "cpus": " 2 ", "memory": "1.5 GiB"}
+    db = stored_options(spawner, options)
+    spawner.check_options(spawner, options)
+    assert (spawner.session["request_cpus"], spawner.session["request_memory_mb"]) == (2, 1536)
+    db.expire_all()
+    assert spawner.orm_spawner.user_options == options
+    assert spawner.options_from_form({"profile": ["physics/small"], "memory": ["512 MB"]}) == {
+        "profile": "physics/small",
+        "memory": "512 MB",
+    }
 
 
 def test_starts_and_stops_are_recorded(spawner, tmp_path):

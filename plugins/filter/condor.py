@@ -1,45 +1,23 @@
 # Copyright: condorlab contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters that turn inventory data into HTCondor configuration."""
+"""Filters that turn inventory data into HTCondor configuration.
+
+Each filter is documented in its own file beside this one (condor_config_lines.yml,
+condor_reset_transform.yml), so that ansible-doc -t filter NAME shows its page.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 
 from ansible.errors import AnsibleFilterError
 
-DOCUMENTATION = r"""
-name: condor_config_lines
-short_description: Render a dict of HTCondor configuration knobs as config-file lines
-description:
-  - Turns a mapping of knob names to values into C(NAME = value) lines, sorted
-    by name, for a file in C(/etc/condor/config.d).
-  - Booleans become C(True)/C(False), lists are joined with C(", "), None
-    leaves the knob out.
-  - Refuses knob names that HTCondor would not parse and values that would
-    break the file (newlines), naming the knob and what is expected.
-positional: _input
-options:
-  _input:
-    description: Mapping of knob name to value.
-    type: dict
-    required: true
-"""
-
-EXAMPLES = r"""
-- name: Render the condorlab knobs
-  ansible.builtin.debug:
-    msg: "{{ {'NEGOTIATOR_INTERVAL': 2, 'RunBenchmarks': false} | condor_config_lines }}"
-"""
-
-RETURN = r"""
-_value:
-  description: The configuration lines, one knob a line.
-  type: list
-  elements: str
-"""
-
 KNOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+ATTR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Job attributes a transform that resets what a submitter set never touches:
+# the schedd's own state, on which held and spooled submissions rely.
+NEVER_RESET = ("JobStatus",)
 
 
 def condor_config_value(name: str, value) -> str:
@@ -87,6 +65,38 @@ def condor_config_lines(knobs) -> list[str]:
     return lines
 
 
+def condor_reset_transform(attrs) -> list[str]:
+    """Job transform statements that put each attribute back to its value (SET), or delete it (value None)."""
+    if not isinstance(attrs, dict):
+        raise AnsibleFilterError(
+            f"condor_reset_transform: expected a mapping of job attribute names to values, got {type(attrs).__name__}"
+        )
+    statements = []
+    for name, value in attrs.items():
+        if not isinstance(name, str) or not ATTR_NAME.fullmatch(name):
+            raise AnsibleFilterError(
+                f"condor_reset_transform: {name!r} is not a ClassAd attribute name; "
+                "use letters, digits and '_', not starting with a digit"
+            )
+        if name.lower() in (never.lower() for never in NEVER_RESET):
+            raise AnsibleFilterError(
+                f"condor_reset_transform: {name} must not be reset at submission: the schedd sets it, and held "
+                "and spooled submissions rely on it; remove it from the list"
+            )
+        if value is None:
+            statements.append(f"DELETE {name}")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            statements.append(f"SET {name} {int(value)}")
+        elif isinstance(value, float) and math.isfinite(value):
+            statements.append(f"SET {name} {float(value)!r}")
+        else:
+            raise AnsibleFilterError(
+                f"condor_reset_transform: the value of {name} is {value!r}; give the number condor_submit sets "
+                "(0, 0.0) or null to delete the attribute"
+            )
+    return statements
+
+
 class FilterModule:
     def filters(self):
-        return {"condor_config_lines": condor_config_lines}
+        return {"condor_config_lines": condor_config_lines, "condor_reset_transform": condor_reset_transform}

@@ -15,8 +15,8 @@ from ansible.errors import AnsibleFilterError
 from ansible.utils.display import Display
 
 # The session contract of the hub package (hub/condorlab/contract.py): the
-# same memory units, user name rule and job attribute names as the hub and the
-# job helper use.
+# same memory units, user, group and profile name rules and job attribute names
+# as the hub and the job helper use.
 _HUB = str(Path(__file__).resolve().parents[2] / "hub")
 if _HUB not in sys.path:
     sys.path.insert(0, _HUB)
@@ -70,11 +70,8 @@ _value:
   description: An integer, a list of map lines, a dict of knobs, normalised groups, or a list of problems.
 """
 
-# Ends with a letter or digit: the group's JupyterHub group, role and idle-culler service are named after it.
-GROUP_NAME = re.compile(r"^[a-z](?:[a-z0-9_-]{0,30}[a-z0-9])?$")
 UNIX_GROUP = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\$?$")
 ACCOUNTING_GROUP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 DURATION_PART = re.compile(r"([0-9]+)\s*([dhms])", re.IGNORECASE)
 CLOCK = re.compile(r"^([0-9]+):([0-5][0-9])(?::([0-5][0-9]))?$")
 DURATION_FACTORS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -249,7 +246,7 @@ def _profile_errors(where: str, profile, seen: set, node: dict) -> list[str]:
     if unknown:
         problems.append(f"{where} has unknown fields {unknown}; a profile has {sorted(PROFILE_KEYS)}")
     name = profile.get("name")
-    if not isinstance(name, str) or not PROFILE_NAME.match(name):
+    if not isinstance(name, str) or not contract.PROFILE_NAME.fullmatch(name):
         problems.append(f"{where}.name is {name!r}; use lower-case letters, digits, '-' and '_' (e.g. small)")
     elif name in seen:
         problems.append(f"{where}.name {name!r} appears twice in the group; give each profile its own name")
@@ -335,7 +332,7 @@ def condorlab_user_groups_errors(groups, node_size=None) -> list[str]:
             problems.append(f"{where} is {group!r}, not a mapping with name, unix_groups and profiles")
             continue
         name = group.get("name")
-        if not isinstance(name, str) or not GROUP_NAME.match(name):
+        if not isinstance(name, str) or not contract.GROUP_NAME.fullmatch(name):
             problems.append(
                 f"{where}.name is {name!r}; use lower-case letters, digits, '-' and '_', starting with a letter"
             )
@@ -363,7 +360,7 @@ def condorlab_user_groups_errors(groups, node_size=None) -> list[str]:
                     f"{where}: accounting_group is {account!r}; HTCondor group names are letters, digits and '_' "
                     "(no dots: sub-groups are not used), e.g. group_physics"
                 )
-            elif GROUP_NAME.match(name):
+            elif contract.GROUP_NAME.fullmatch(name):
                 account = _accounting_group(group)
                 if account in accounting:
                     problems.append(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -47,3 +48,38 @@ def test_filter_is_registered():
 def test_trailing_backslash_is_refused():
     with pytest.raises(AnsibleFilterError, match="START ends with a backslash"):
         condor.condor_config_lines({"START": "True \\"})
+
+
+def test_reset_transform_sets_numbers_and_deletes_nulls_in_order():
+    attrs = {"RemoteWallClockTime": 0.0, "NumJobStarts": 0, "JobRunCount": None, "CommittedTime": 0}
+    assert condor.condor_reset_transform(attrs) == [
+        "SET RemoteWallClockTime 0.0",
+        "SET NumJobStarts 0",
+        "DELETE JobRunCount",
+        "SET CommittedTime 0",
+    ]
+    assert condor.condor_reset_transform({}) == []
+
+
+@pytest.mark.parametrize("name", ["JobStatus", "jobstatus"])
+def test_reset_transform_never_touches_the_job_status(name):
+    with pytest.raises(AnsibleFilterError, match=f"{name} must not be reset at submission: the schedd sets it"):
+        condor.condor_reset_transform({"RemoteWallClockTime": 0.0, name: 1})
+
+
+@pytest.mark.parametrize(
+    ("attrs", "message"),
+    [
+        ({"Bad Name": 0}, "'Bad Name' is not a ClassAd attribute name"),
+        ({"1Attr": 0}, "'1Attr' is not a ClassAd attribute name"),
+        ({"X\nSET JobStatus": 0}, "is not a ClassAd attribute name"),
+        ({"NumJobStarts": "0\nSET JobStatus 1"}, "the value of NumJobStarts is '0\\nSET JobStatus 1'"),
+        ({"NumJobStarts": True}, "the value of NumJobStarts is True"),
+        ({"RemoteWallClockTime": float("nan")}, "the value of RemoteWallClockTime is nan"),
+    ],
+)
+def test_reset_transform_refuses_what_would_not_be_a_statement(attrs, message):
+    with pytest.raises(AnsibleFilterError, match=re.escape(message)):
+        condor.condor_reset_transform(attrs)
+    with pytest.raises(AnsibleFilterError, match="expected a mapping"):
+        condor.condor_reset_transform(["RemoteWallClockTime"])
