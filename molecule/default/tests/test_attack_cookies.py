@@ -26,7 +26,9 @@ done(document.cookie);
 # What a page of the hub reads about the browser's user, with its cookies.
 WHO = """
 const done = arguments[arguments.length - 1];
-fetch("/hub/api/user", {credentials: "include"})
+// The page's own _xsrf cookie, sent back as a header as JupyterHub's pages do.
+const xsrf = (document.cookie.match(/(?:^|; )_xsrf=([^;]*)/) || [])[1] || "";
+fetch("/hub/api/user", {credentials: "include", headers: {"X-XSRFToken": xsrf}})
   .then(async r => done(r.status + " " + await r.text()))
   .catch(e => done("error " + e));
 """
@@ -69,7 +71,11 @@ def _set_cookies(headers: str) -> list[tuple[str, dict]]:
 def test_the_hub_sends_host_only_secure_cookies(outsider, passwords, browser):
     """As the hub answers: __Host- login cookie, session id on the hub's name only, _xsrf Secure."""
     jar = "/tmp/cookie-attack.jar"
-    curl = f"curl -sS --cacert /tmp/condorlab-public-ca.crt -c {jar} -b {jar} -o /dev/null -D -"
+    # curl takes every *.localhost name for this host itself: connect to the hub by its address.
+    curl = (
+        f"curl -sS --cacert /tmp/condorlab-public-ca.crt --connect-to hub.localhost:8443:hub:8443 "
+        f"-c {jar} -b {jar} -o /dev/null -D -"
+    )
     outsider.check_output(f"rm -f {jar}")
     page = _set_cookies(outsider.check_output(f"{curl} {HUB_URL}/hub/login"))
     xsrf = [attrs for name, attrs in page if name == "_xsrf"]
@@ -134,9 +140,12 @@ def test_bob_s_lab_cannot_toss_cookies_to_the_hub(chromium, passwords, bob_lab, 
     started = browser("start", "alice", "180")
     assert "ready_after" in started, started
     try:
-        chromium.get(f"https://alice.{LABS_DOMAIN}:8443/user/alice/api/status")
-        assert wait_for(lambda: "last_activity" in chromium.page_source, 20), chromium.page_source[:500]
-        assert "403" not in chromium.title, chromium.page_source[:500]
+        # Her lab's page (the hub's OAuth gives her browser the lab's cookie), then its API.
+        lab = f"https://alice.{LABS_DOMAIN}:8443/user/alice"
+        chromium.get(f"{lab}/lab")
+        assert wait_for(lambda: chromium.current_url.startswith(f"{lab}/lab"), 20), chromium.current_url
+        chromium.get(f"{lab}/api/status")
+        assert "last_activity" in chromium.page_source, chromium.page_source[:500]
     finally:
         browser("stop", "alice")
 
