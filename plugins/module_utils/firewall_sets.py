@@ -39,8 +39,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 log = logging.getLogger("condorlab.firewall")
@@ -49,6 +50,7 @@ CONFIG = "/etc/condorlab-firewall/hosts.json"
 TABLE = "inet condorlab"
 STATE_DIR = "/var/lib/condorlab-firewall"
 NFT = "/usr/sbin/nft"
+RESOLVE_TIMEOUT = 15.0  # seconds for all the names of a run; glibc tries a silent server for 5 s, twice
 ADDRESSES_FILE = "addresses.json"
 SETS_FILE = "sets.nft"
 
@@ -188,13 +190,26 @@ def resolve(name: str) -> Answer:
     return Answer(v4, v6)
 
 
-def resolve_all(names: Iterable[str], resolver: Callable[[str], Answer] = resolve) -> dict[str, Answer]:
-    """Each name's answer, asked in parallel: one slow name does not hold up the others."""
+def resolve_all(
+    names: Iterable[str], resolver: Callable[[str], Answer] = resolve, timeout: float = RESOLVE_TIMEOUT
+) -> dict[str, Answer]:
+    """Each name's answer, asked in parallel; a name without one within ``timeout`` seconds counts as failed.
+
+    A slow name (a DNS server that does not answer) neither holds up the others
+    nor the update: its lookup goes on in a daemon thread nobody waits for.
+    """
+    answers: dict[str, Answer] = {}
     unique = sorted(set(names))
-    if not unique:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(8, len(unique))) as pool:
-        return dict(zip(unique, pool.map(resolver, unique), strict=True))
+    threads = []
+    for name in unique:
+        thread = threading.Thread(target=lambda name=name: answers.__setitem__(name, resolver(name)), daemon=True)
+        thread.start()
+        threads.append(thread)
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    late = Answer(error=f"no answer within {timeout:g} s")
+    return {name: answers.get(name, late) for name in unique}
 
 
 def _elements(raw) -> list[str]:

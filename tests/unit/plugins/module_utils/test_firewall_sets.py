@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 
 import pytest
 from ansible.module_utils import firewall_sets as fs
@@ -235,3 +236,16 @@ def test_the_command_logs_what_changed_and_says_when_a_name_never_resolved(bed, 
     assert fs.main([str(config), "--nft", str(bed.nft.path)]) == 1
     assert "hub: its name hub.example.org does not resolve (Name or service not known) and no address" in caplog.text
     assert fs.main([str(tmp_path / "missing.json")]) == 2
+
+
+def test_a_name_without_an_answer_in_time_does_not_hold_up_the_others():
+    release = threading.Event()
+
+    def slow(name):
+        if name == "slow":
+            release.wait(10)
+        return fs.Answer(("10.0.0.1",))
+
+    answers = fs.resolve_all(["fast", "slow"], slow, timeout=0.2)
+    release.set()
+    assert answers == {"fast": fs.Answer(("10.0.0.1",)), "slow": fs.Answer(error="no answer within 0.2 s")}
