@@ -107,7 +107,7 @@ class Result(NamedTuple):
     moved: dict[str, tuple[list[str], list[str]]]  # host whose addresses changed -> (before, after)
     changes: dict[str, tuple[list[str], list[str]]]  # changed set -> (before, after)
     kept: list[Kept]
-    unknown: list[Kept]  # hosts with no address at all (their sets are left as they are)
+    unknown: list[Kept]  # hosts with no address ever known (their sets keep what they hold, plus the answers)
     state_changed: bool
     loaded: bool  # False: the table is not loaded (nftables not running); only the state was written
 
