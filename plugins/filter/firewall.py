@@ -18,12 +18,18 @@ description:
     input chain of its nftables ruleset (policy drop).
   - A rule is a dict with C(comment), C(proto) (tcp or udp), C(ports) (port
     numbers or C("first-last") ranges) and C(sources). A source is C(any), an
-    IPv4/IPv6 address or network, or an inventory host name, which stands for
-    that host's addresses (its C(firewall_addresses) if set, otherwise its
-    gathered IPv4 and global IPv6 addresses).
+    IPv4/IPv6 address or network, or an inventory host name.
+  - An inventory host stands for the addresses its DNS name (its
+    C(firewall_dns_name), else its inventory name) resolves to. The rule
+    matches a pair of named sets of the table (IPv4, IPv6) of its own, called
+    after its comment (C(htcondor_between_pool_hosts_v4), C(..._v6)), that hold
+    the addresses of the hosts it names. The ruleset declares them empty;
+    C(condorlab-firewall-resolve) keeps them filled as the names' answers
+    change (the companion filter C(firewall_host_sets) lists the hosts and
+    the sets). A host with C(firewall_addresses) stands for those addresses,
+    written into the rule.
   - A rule whose sources name no address at all opens nothing.
-  - Refuses malformed rules and hosts with no known address, naming the rule
-    and the fix.
+  - Refuses malformed rules, naming the rule and the fix.
 positional: _input
 options:
   _input:
@@ -32,7 +38,7 @@ options:
     elements: dict
     required: true
   hostvars:
-    description: Ansible's C(hostvars), to look up the addresses of host names.
+    description: Ansible's C(hostvars), to tell host names from addresses and read their firewall settings.
     type: dict
     required: true
 """
@@ -43,7 +49,14 @@ EXAMPLES = r"""
     msg: >-
       {{ [{'comment': 'HTCondor', 'proto': 'tcp', 'ports': [9618], 'sources': ['cm', '10.0.0.0/24']}]
          | firewall_nft_rules(hostvars) }}
-  # ['ip saddr { 10.0.0.0/24, 10.88.0.2 } tcp dport { 9618 } accept comment "HTCondor"']
+  # ['ip saddr { 10.0.0.0/24 } tcp dport { 9618 } accept comment "HTCondor"',
+  #  'ip saddr @htcondor_v4 tcp dport { 9618 } accept comment "HTCondor"',
+  #  'ip6 saddr @htcondor_v6 tcp dport { 9618 } accept comment "HTCondor"']
+
+- name: The hosts the rules name by their names, and the sets of their addresses
+  ansible.builtin.debug:
+    msg: "{{ rules | firewall_host_sets(hostvars) }}"
+  # {'hosts': {'cm': 'cm'}, 'sets': [{'v4': 'htcondor_v4', 'v6': 'htcondor_v6', 'hosts': ['cm']}]}
 """
 
 RETURN = r"""
@@ -54,6 +67,7 @@ _value:
 """
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})$")
+DNS_NAME = re.compile(r"^(?=.{1,253}\.?$)[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?$")
 COMMENT = re.compile(r"^[A-Za-z0-9 ,.:;()'/+_-]{1,120}$")
 PORT_RANGE = re.compile(r"^([0-9]{1,5})-([0-9]{1,5})$")
 
@@ -81,40 +95,49 @@ def _ports(rule_name: str, ports) -> list[str]:
     return result
 
 
-def _host_addresses(rule_name: str, host: str, hostvars) -> list[str]:
-    variables = hostvars[host]
-    explicit = variables.get("firewall_addresses")
-    if explicit:
-        return list(explicit)
-    addresses = list(variables.get("ansible_all_ipv4_addresses") or [])
-    for address in variables.get("ansible_all_ipv6_addresses") or []:
-        parsed = ipaddress.ip_address(address.split("%")[0])
-        if not (parsed.is_link_local or parsed.is_loopback):
-            addresses.append(str(parsed))
-    if not addresses:
-        _fail(
-            rule_name,
-            f"no address is known for host {host}; gather its facts (run the firewall play without --limit) "
-            "or set firewall_addresses for it in the inventory",
-        )
-    return addresses
+def _set_stem(comment: str) -> str:
+    """A rule's set names without _v4/_v6, from its comment ("Hub API, from nodes" -> hub_api_from_nodes)."""
+    stem = re.sub(r"[^a-z0-9]+", "_", comment.lower()).strip("_")[:60].rstrip("_") or "hosts"
+    return stem if stem[0].isalpha() else f"hosts_{stem}"
 
 
-def _sources(rule_name: str, sources, hostvars) -> tuple[bool, list, list]:
-    """(any, IPv4 networks, IPv6 networks) of a rule's sources."""
+def firewall_dns_name_errors(name) -> list[str]:
+    """What is wrong with a firewall_dns_name ([] when nothing)."""
+    if isinstance(name, str) and DNS_NAME.match(name):
+        return []
+    return [
+        f"firewall_dns_name {name!r} is not a DNS name; set it to the name the other hosts resolve this host by "
+        "(e.g. its FQDN), or set firewall_addresses"
+    ]
+
+
+def _dns_name(host: str, hostvars) -> str:
+    name = hostvars[host].get("firewall_dns_name") or host
+    for problem in firewall_dns_name_errors(name):
+        raise AnsibleFilterError(f"firewall: host {host}: {problem}")
+    return name
+
+
+def _sources(rule_name: str, sources, hostvars) -> tuple[bool, list, list, list]:
+    """(any, IPv4 networks, IPv6 networks, inventory hosts followed by name) of a rule's sources."""
     if not isinstance(sources, (list, tuple)):
         _fail(rule_name, f"sources must be a list, not {sources!r}")
     v4: set = set()
     v6: set = set()
+    hosts: set = set()
     for source in sources:
         if not isinstance(source, str) or not source:
             _fail(rule_name, f"source {source!r} is not a host name, an address or 'any'")
         if source == "any":
-            return True, [], []
+            return True, [], [], []
         if hostvars is None and HOST_NAME.match(source) and not _is_network(source):
             continue  # checked before the hosts are known: a host name is fine
         if hostvars is not None and source in hostvars:
-            candidates = _host_addresses(rule_name, source, hostvars)
+            explicit = hostvars[source].get("firewall_addresses")
+            if not explicit:
+                hosts.add(source)
+                continue
+            candidates = list(explicit)
         else:
             candidates = [source]
         for candidate in candidates:
@@ -127,7 +150,7 @@ def _sources(rule_name: str, sources, hostvars) -> tuple[bool, list, list]:
                     "use a host of the inventory, an address such as 10.0.0.5 or a network such as 10.0.0.0/24",
                 )
             (v4 if network.version == 4 else v6).add(network)
-    return False, sorted(v4), sorted(v6)
+    return False, sorted(v4), sorted(v6), sorted(hosts)
 
 
 def _is_network(text: str) -> bool:
@@ -143,10 +166,10 @@ def _network_text(network) -> str:
     return str(network.network_address) if network.prefixlen == full else str(network)
 
 
-def firewall_nft_rules(rules, hostvars) -> list[str]:
+def _checked_rules(rules, hostvars):
+    """Each rule checked, with its name, proto, ports text and sources."""
     if not isinstance(rules, (list, tuple)):
         raise AnsibleFilterError(f"firewall_nft_rules: expected a list of rules, got {rules!r}")
-    lines = []
     for index, rule in enumerate(rules):
         if not isinstance(rule, dict):
             raise AnsibleFilterError(f"firewall_nft_rules: rule {index} is not a dict: {rule!r}")
@@ -163,7 +186,45 @@ def firewall_nft_rules(rules, hostvars) -> list[str]:
         if proto not in ("tcp", "udp"):
             _fail(name, f"proto must be tcp or udp, not {proto!r}")
         ports = ", ".join(_ports(name, rule.get("ports")))
-        everyone, v4, v6 = _sources(name, rule.get("sources", []), hostvars)
+        yield name, proto, ports, _sources(name, rule.get("sources", []), hostvars)
+
+
+def _with_sets(rules, hostvars) -> list[tuple]:
+    """Each rule checked, with the stem of its set names when it names hosts (None when not)."""
+    result = []
+    used: set[str] = set()
+    for name, proto, ports, sources in _checked_rules(rules, hostvars):
+        stem = None
+        if sources[3]:
+            stem = base = _set_stem(name)
+            number = 2
+            while stem in used:
+                stem, number = f"{base}_{number}", number + 1
+            used.add(stem)
+        result.append((name, proto, ports, sources, stem))
+    return result
+
+
+def firewall_host_sets(rules, hostvars) -> dict:
+    """The hosts the rules name by their names and the sets that hold their addresses.
+
+    ``hosts`` maps each inventory host to the DNS name it is resolved by;
+    ``sets`` has a pair of sets (v4, v6) for each rule that names hosts,
+    called after the rule's comment, and the hosts whose addresses it holds.
+    """
+    sets = [
+        {"v4": f"{stem}_v4", "v6": f"{stem}_v6", "hosts": list(sources[3])}
+        for *_, sources, stem in _with_sets(rules, hostvars)
+        if stem
+    ]
+    named = sorted({host for entry in sets for host in entry["hosts"]})
+    return {"hosts": {host: _dns_name(host, hostvars) for host in named}, "sets": sets}
+
+
+def firewall_nft_rules(rules, hostvars) -> list[str]:
+    firewall_host_sets(rules, hostvars)  # the hosts' names are checked
+    lines = []
+    for name, proto, ports, (everyone, v4, v6, _), stem in _with_sets(rules, hostvars):
         tail = f'{proto} dport {{ {ports} }} accept comment "{name}"'
         if everyone:
             lines.append(tail)
@@ -172,6 +233,9 @@ def firewall_nft_rules(rules, hostvars) -> list[str]:
             lines.append(f"ip saddr {{ {', '.join(_network_text(n) for n in v4)} }} {tail}")
         if v6:
             lines.append(f"ip6 saddr {{ {', '.join(_network_text(n) for n in v6)} }} {tail}")
+        if stem:
+            lines.append(f"ip saddr @{stem}_v4 {tail}")
+            lines.append(f"ip6 saddr @{stem}_v6 {tail}")
     return lines
 
 
@@ -190,4 +254,9 @@ def firewall_rule_errors(rules) -> list[str]:
 
 class FilterModule:
     def filters(self):
-        return {"firewall_nft_rules": firewall_nft_rules, "firewall_rule_errors": firewall_rule_errors}
+        return {
+            "firewall_nft_rules": firewall_nft_rules,
+            "firewall_host_sets": firewall_host_sets,
+            "firewall_rule_errors": firewall_rule_errors,
+            "firewall_dns_name_errors": firewall_dns_name_errors,
+        }

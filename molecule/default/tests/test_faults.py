@@ -1,10 +1,11 @@
-"""Faults on the test bed, done for real: a lost execute node, a dead lab, orphaned jobs, an idle
-session, a session over its memory, restarts of the hub, the schedd and the central manager with four
-sessions open, and a start while the central manager is down. Each test asserts the outcome and prints
-what it measured (detection or recovery time)."""
+"""Faults on the test bed, done for real: a lost execute node (back on a new address), a dead lab,
+orphaned jobs, an idle session, a session over its memory, restarts of the hub, the schedd and the
+central manager with four sessions open, and a start while the central manager is down. Each test
+asserts the outcome and prints what it measured (detection or recovery time)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import time
@@ -89,14 +90,76 @@ def crash(node: str) -> tuple[str, str]:
     return network, address
 
 
-def boot(node: str, network: str, address: str) -> None:
-    """Start the node again with its address, as a rebooted machine comes back (the firewall names addresses)."""
+def free_address(network: str, old: str) -> str:
+    """An address of the network no container holds, from the top (podman hands out from the bottom), not ``old``."""
+    subnet = ipaddress.ip_network(
+        podman("network", "inspect", network, "--format", "{{range .Subnets}}{{.Subnet}}{{end}}").strip()
+    )
+    held = {old}
+    for name in podman("ps", "--filter", f"network={network}", "--format", "{{.Names}}").split():
+        held.update(
+            podman("inspect", name, "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}").split()
+        )
+    return next(str(a) for a in reversed(list(subnet.hosts())) if str(a) not in held)
+
+
+def boot(node: str, network: str, old: str) -> str:
+    """Start the node again on another address, as a machine that gets a new lease comes back; return it.
+
+    The killed container's network is torn down first (podman container cleanup), so that podman's DNS
+    answers its name with the new address only.
+    """
+    new = free_address(network, old)
+    podman("container", "cleanup", node)
     podman("network", "disconnect", network, node)
-    podman("network", "connect", "--ip", address, network, node)
+    podman("network", "connect", "--ip", new, network, node)
     podman("start", node)
+    return new
 
 
-def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, report):
+def set_addresses(host) -> set[str]:
+    """Every address in the sets of the host's firewall (the hosts its rules name, by name)."""
+    ruleset = json.loads(host.check_output("nft -j list table inet condorlab"))["nftables"]
+    return {e for item in ruleset if "set" in item for e in item["set"].get("elem", []) if isinstance(e, str)}
+
+
+def rejoined(cm, others, node: str, old: str, new: str, since: float, timeout: float) -> tuple:
+    """Seconds until every other pool host's firewall accepted the node's new address and no longer its old
+    one, and until the node's slots were back in the pool (None: not within ``timeout``)."""
+    began = time.monotonic()
+    followed = back = None
+    while (followed is None or back is None) and time.monotonic() - began < timeout:
+        if followed is None and all(new in (held := set_addresses(h)) and old not in held for h in others):
+            followed = time.monotonic() - began
+        if back is None and slots_since(cm, node, since) >= 2:
+            back = time.monotonic() - began
+        time.sleep(2)
+    return followed, back
+
+
+def session_job_runs_on(hub, user: str, node: str) -> float:
+    """Seconds until a session job of ``user`` pinned to ``node`` runs there, in its interactive share.
+
+    Marked as a session by hand (as an older deployment leaves one): the hub's own sessions go where
+    HTCondor places them, this one must take the node's share. The user ran there before, so the
+    node knows the account even while its SSSD waits to reach the directory again.
+    """
+    cluster = hub.check_output(
+        f"cd /tmp && runuser -u {user} -- condor_submit -terse -a 'executable = /bin/sleep' -a 'arguments = 600' "
+        "-a 'transfer_executable = false' -a 'should_transfer_files = YES' -a 'request_memory = 64' "
+        f"-a 'requirements = Machine == \"{node}\"' -a '+CondorlabSession = true' "
+        f"-a '+CondorlabServer = \"{user}/rejoin-probe\"' -a '+CondorlabWalltime = 1800' -a 'queue' /dev/null"
+    ).split(".")[0]
+    submitted = time.monotonic()
+    try:
+        running = wait_for(lambda: session_jobs(hub, user, f"ClusterId == {cluster} && JobStatus == 2"), 90, 1)
+        assert running and node_of(running[0]) == node, f"a session job runs on {node}: {running}"
+        return time.monotonic() - submitted
+    finally:
+        hub.run(f"condor_rm {cluster}")
+
+
+def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, execute_nodes, report):
     started(client, "alice")
     (job,) = session_jobs(hub, "alice", "JobStatus == 2")
     node = node_of(job)
@@ -119,8 +182,20 @@ def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, re
         assert stop["reason"] == "node-lost", stop
     finally:
         client("stop", "alice")
-        boot(node, network, address)
-        assert wait_for(lambda: slots_since(cm, node, killed_at) >= 2, 240, interval=3), f"{node} is back in the pool"
+        # The node comes back on another address; the others' firewalls follow its name (a timer,
+        # firewall_resolve_every: 30 on the test bed), no site.yml run. Waited for even when the test
+        # failed above, so that the next tests find the pool whole.
+        moved_to = boot(node, network, address)
+        others = [h for h in (cm, hub, *execute_nodes) if h.backend.name != node]
+        followed, back = rejoined(cm, others, node, address, moved_to, killed_at, 240)
+    assert moved_to != address
+    assert followed is not None and followed <= 120, f"the others accept {moved_to}, not {address}: {followed}"
+    assert back is not None and back <= 120, f"{node} is back in the pool within 2 minutes: {back}"
+    runs = session_job_runs_on(hub, "alice", node)
+    report(
+        f"{node} back on a new address ({address} -> {moved_to}): the other hosts' firewalls followed after "
+        f"{followed:.1f} s, its slots were in the pool after {back:.1f} s, a session job ran there {runs:.1f} s later"
+    )
 
 
 def test_a_dead_lab_ends_the_session_at_once(client, hub, execute_nodes, report):

@@ -8,10 +8,11 @@ from ansible.errors import AnsibleFilterError
 firewall = sys.modules["condorlab_filter_firewall"]
 
 HOSTVARS = {
-    "cm": {"ansible_all_ipv4_addresses": ["10.89.0.2"], "ansible_all_ipv6_addresses": ["fe80::1", "fd00::2"]},
-    "hub": {"ansible_all_ipv4_addresses": ["10.89.0.3"], "ansible_all_ipv6_addresses": []},
-    "wn1": {"firewall_addresses": ["192.0.2.10"], "ansible_all_ipv4_addresses": ["10.89.0.4"]},
-    "nofacts": {},
+    "cm": {"ansible_all_ipv4_addresses": ["10.89.0.2"]},
+    "hub": {"firewall_dns_name": "hub.example.org"},
+    "wn1": {"firewall_addresses": ["192.0.2.10", "2001:db8::10"], "ansible_all_ipv4_addresses": ["10.89.0.4"]},
+    "wn2": {},
+    "oddname": {"firewall_dns_name": "not a name!"},
 }
 
 
@@ -19,21 +20,48 @@ def rule(**change):
     return {"comment": "HTCondor", "proto": "tcp", "ports": [9618], "sources": ["cm", "hub"], **change}
 
 
-def test_hosts_become_their_addresses():
+def test_hosts_are_matched_by_their_rule_s_sets():
     assert firewall.firewall_nft_rules([rule()], HOSTVARS) == [
-        'ip saddr { 10.89.0.2, 10.89.0.3 } tcp dport { 9618 } accept comment "HTCondor"',
-        'ip6 saddr { fd00::2 } tcp dport { 9618 } accept comment "HTCondor"',
+        'ip saddr @htcondor_v4 tcp dport { 9618 } accept comment "HTCondor"',
+        'ip6 saddr @htcondor_v6 tcp dport { 9618 } accept comment "HTCondor"',
     ]
 
 
-def test_explicit_addresses_win_over_facts():
-    lines = firewall.firewall_nft_rules([rule(sources=["wn1"])], HOSTVARS)
-    assert lines == ['ip saddr { 192.0.2.10 } tcp dport { 9618 } accept comment "HTCondor"']
+def test_the_sets_list_the_hosts_and_the_names_they_are_resolved_by():
+    rules = [rule(), rule(comment="HTCondor (UDP)", proto="udp"), rule(comment="Sessions", sources=["hub"])]
+    assert firewall.firewall_host_sets(rules, HOSTVARS) == {
+        "hosts": {"cm": "cm", "hub": "hub.example.org"},
+        "sets": [
+            {"v4": "htcondor_v4", "v6": "htcondor_v6", "hosts": ["cm", "hub"]},
+            {"v4": "htcondor_udp_v4", "v6": "htcondor_udp_v6", "hosts": ["cm", "hub"]},
+            {"v4": "sessions_v4", "v6": "sessions_v6", "hosts": ["hub"]},
+        ],
+    }
+
+
+def test_rules_with_the_same_comment_get_sets_of_their_own():
+    rules = [rule(), rule(sources=["wn2"]), rule(comment="1 more")]
+    sets = firewall.firewall_host_sets(rules, HOSTVARS)["sets"]
+    assert [s["v4"] for s in sets] == ["htcondor_v4", "htcondor_2_v4", "hosts_1_more_v4"]
+    lines = firewall.firewall_nft_rules(rules, HOSTVARS)
+    assert 'ip saddr @htcondor_2_v4 tcp dport { 9618 } accept comment "HTCondor"' in lines
+
+
+def test_fixed_addresses_and_networks_are_written_into_the_rule():
+    lines = firewall.firewall_nft_rules([rule(sources=["wn1", "10.0.0.0/24", "cm"])], HOSTVARS)
+    assert lines == [
+        'ip saddr { 10.0.0.0/24, 192.0.2.10 } tcp dport { 9618 } accept comment "HTCondor"',
+        'ip6 saddr { 2001:db8::10 } tcp dport { 9618 } accept comment "HTCondor"',
+        'ip saddr @htcondor_v4 tcp dport { 9618 } accept comment "HTCondor"',
+        'ip6 saddr @htcondor_v6 tcp dport { 9618 } accept comment "HTCondor"',
+    ]
+    assert firewall.firewall_host_sets([rule(sources=["wn1"])], HOSTVARS) == {"hosts": {}, "sets": []}
 
 
 def test_any_opens_to_everybody_and_ranges_pass():
-    lines = firewall.firewall_nft_rules([rule(sources=["any"], ports=[443, "50000-50999"])], HOSTVARS)
+    lines = firewall.firewall_nft_rules([rule(sources=["any", "cm"], ports=[443, "50000-50999"])], HOSTVARS)
     assert lines == ['tcp dport { 443, 50000-50999 } accept comment "HTCondor"']
+    assert firewall.firewall_host_sets([rule(sources=["cm", "any"])], HOSTVARS)["sets"] == []
 
 
 def test_networks_and_udp():
@@ -48,6 +76,13 @@ def test_no_sources_opens_nothing():
     assert firewall.firewall_nft_rules([rule(sources=[])], HOSTVARS) == []
 
 
+def test_a_dns_name_must_be_one():
+    assert firewall.firewall_dns_name_errors("wn1.example.org") == []
+    assert firewall.firewall_dns_name_errors("wn_1") == []
+    (problem,) = firewall.firewall_dns_name_errors("wn1 example")
+    assert "firewall_dns_name 'wn1 example' is not a DNS name" in problem
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -56,7 +91,7 @@ def test_no_sources_opens_nothing():
         ({"ports": [70000]}, "is not a port number"),
         ({"ports": ["900-100"]}, "first <= last"),
         ({"ports": ["22; drop"]}, "is not a port number"),
-        ({"sources": ["nofacts"]}, "no address is known for host nofacts"),
+        ({"sources": ["oddname"]}, "host oddname: firewall_dns_name 'not a name!' is not a DNS name"),
         ({"sources": ["not a host"]}, "neither an inventory host nor an address"),
         ({"sources": "any"}, "sources must be a list"),
         ({"comment": 'x" accept'}, "needs a comment"),
