@@ -177,6 +177,15 @@ def browser(outsider, hub, passwords):
     return hub_client(outsider, hub, passwords)
 
 
+@pytest.fixture
+def bob_lab(browser):
+    """bob's lab, running for the test (the page an attacker serves from his own origin)."""
+    started = browser("start", "bob", "180")
+    assert "ready_after" in started, started
+    yield
+    browser("stop", "bob")
+
+
 def run_playbook(playbook: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """ansible-playbook from the project directory against the scenario's inventory."""
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent

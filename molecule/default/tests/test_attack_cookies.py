@@ -11,7 +11,6 @@ log in again.
 
 from __future__ import annotations
 
-import pytest
 from conftest import HUB_URL, LABS_DOMAIN, chromium_login, wait_for
 
 # Runs in bob's lab's origin: tries to set each cookie, then reports what its
@@ -46,14 +45,6 @@ def hub_cookies(driver) -> list[dict]:
 def _who(driver) -> str:
     driver.get(f"{HUB_URL}/hub/home")
     return driver.execute_async_script(WHO)
-
-
-@pytest.fixture
-def bob_lab(browser):
-    started = browser("start", "bob", "180")
-    assert "ready_after" in started, started
-    yield
-    browser("stop", "bob")
 
 
 def _set_cookies(headers: str) -> list[tuple[str, dict]]:

@@ -316,14 +316,6 @@ async function attempt(name, url, init) {
 """
 
 
-@pytest.fixture
-def bob_lab(browser):
-    started = browser("start", "bob", "180")
-    assert "ready_after" in started, started
-    yield
-    browser("stop", "bob")
-
-
 def test_a_page_in_bob_s_origin_cannot_read_alice_s_hub_token(chromium, passwords, hub, bob_lab):
     chromium_login(chromium, "alice", passwords["alice"])
     # Control: a script in the hub's own origin reads alice's model with her cookies.
