@@ -66,8 +66,8 @@ bench-busy: root ## session starts on a 100%-busy farm, share on and off: median
 lint: $(STAMP) ## yamllint, ansible-lint, ruff (no root, no podman)
 	yamllint --strict .
 	ansible-lint --offline
-	ruff check plugins tests molecule hub
-	ruff format --check plugins tests molecule hub
+	ruff check plugins tests molecule hub testbed
+	ruff format --check plugins tests molecule hub testbed
 
 # Two runs: the plugins' tests load Ansible's module machinery, the hub
 # package's tests load JupyterHub; they do not share an interpreter.
@@ -75,9 +75,12 @@ unit: $(STAMP) ## unit tests of the plugins and the hub package (no root, no pod
 	python -m pytest -q -p no:cacheprovider tests/unit
 	python -m pytest -q -p no:cacheprovider hub/tests
 
+# With CONDORLAB_PHASES set, the image, molecule's steps and each test file
+# are recorded there; testbed/phases.py table prints them (.ci/run does).
 molecule: deps ## the molecule scenario: the whole site in containers (root)
 	mkdir -p $(CONDORLAB_PIP_CACHE)
-	image=$$(testbed/build-image.sh) && CONDORLAB_IMAGE=$$image molecule test --scenario-name default
+	set -o pipefail; image=$$(testbed/phases.py run image -- testbed/build-image.sh) && \
+	  CONDORLAB_IMAGE=$$image molecule test --scenario-name default 2>&1 | testbed/phases.py molecule
 
 test: lint unit molecule ## lint, unit tests, then the molecule scenario (root)
 

@@ -24,6 +24,23 @@ HUB_URL = "https://hub.localhost:8443"
 LABS_DOMAIN = "labs.localhost"
 
 
+# Each test file's time (its tests' setup, call and teardown), for the run's
+# phase table (testbed/phases.py; CONDORLAB_PHASES names the file).
+_FILE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    name = report.nodeid.split("::")[0].rsplit("/", 1)[-1]
+    _FILE_SECONDS[name] = _FILE_SECONDS.get(name, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    path = os.environ.get("CONDORLAB_PHASES")
+    if path:
+        with open(path, "a") as handle:
+            handle.writelines(f"verify: {name}\t{seconds:.1f}\n" for name, seconds in _FILE_SECONDS.items())
+
+
 def _host(name: str):
     # The scenario's containers carry the platform names; podman exec is much
     # faster than a module run per command.
