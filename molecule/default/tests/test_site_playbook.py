@@ -61,6 +61,8 @@ def test_check_mode_on_the_converged_site_reports_no_change():
             "rule 'db': port 70000 is not a port number",
         ),
         ('{"jupyterhub_session_port_range": [40000, 40100]}', "accepts jupyterhub_session_port_range"),
+        # Labs under the hub's own registrable domain could toss cookies to the hub.
+        ("jupyterhub_labs_domain=labs.hub.localhost", "a registrable domain apart from the hub"),
         ('{"firewall_dns_name": "wn 1"}', "firewall_dns_name 'wn 1' is not a DNS name"),
         ("prometheus_retention=forever", "prometheus_retention is not a Prometheus duration"),
         ('{"prometheus_web_extra_sources": ["wn2"]}', "prometheus_web_sources holds wn2, which lets"),
