@@ -140,16 +140,20 @@ def rejoined(cm, others, node: str, old: str, new: str, since: float, timeout: f
 def session_job_runs_on(hub, user: str, node: str) -> float:
     """Seconds until a session job of ``user`` pinned to ``node`` runs there, in its interactive share.
 
-    Marked as a session by hand (as an older deployment leaves one): the hub's own sessions go where
-    HTCondor places them, this one must take the node's share. The user ran there before, so the
-    node knows the account even while its SSSD waits to reach the directory again.
+    The test plays the hub: the job is submitted on hold as the user and sealed by condorlab-seal as
+    root, as the hub does for its sessions (the hub's own sessions go where HTCondor places them, this
+    one must take the node's share). The user ran there before, so the node knows the account even
+    while its SSSD waits to reach the directory again.
     """
+    server = "named-rejoin-probe"
     cluster = hub.check_output(
         f"cd /tmp && runuser -u {user} -- condor_submit -terse -a 'executable = /bin/sleep' -a 'arguments = 600' "
         "-a 'transfer_executable = false' -a 'should_transfer_files = YES' -a 'request_memory = 64' "
-        f"-a 'requirements = Machine == \"{node}\"' -a '+CondorlabSession = true' "
-        f"-a '+CondorlabServer = \"{user}/rejoin-probe\"' -a '+CondorlabWalltime = 1800' -a 'queue' /dev/null"
+        f"-a 'requirements = Machine == \"{node}\" && CondorlabInteractive =?= True' -a 'hold = true' "
+        f"-a '+CondorlabSession = true' -a '+CondorlabServer = \"{user}/{server}\"' -a '+CondorlabWalltime = 1800' "
+        "-a 'queue' /dev/null"
     ).split(".")[0]
+    hub.check_output(f"/opt/condorlab/hub/bin/condorlab-seal {user} {server} {cluster}")
     submitted = time.monotonic()
     try:
         running = wait_for(lambda: session_jobs(hub, user, f"ClusterId == {cluster} && JobStatus == 2"), 90, 1)
