@@ -183,7 +183,7 @@ def daily(ads: Iterable[dict], since: float, until: float) -> Daily:
 
 
 def history_constraint(since: float, until: float) -> str:
-    return f"{ATTRS.sealed} =?= true && EnteredCurrentStatus >= {int(since)} && EnteredCurrentStatus < {int(until)}"
+    return f"{ATTRS.session} =?= true && EnteredCurrentStatus >= {int(since)} && EnteredCurrentStatus < {int(until)}"
 
 
 def query_history(since: float, until: float, schedd=None) -> list[dict]:

@@ -73,7 +73,7 @@ def test_the_query_asks_for_the_period_s_sessions_only():
     accounting.query_history(DAY, 2 * DAY, schedd)
     constraint, projection, match = schedd.calls[0]
     assert (
-        constraint == f"CondorlabSealed =?= true && EnteredCurrentStatus >= {DAY} && EnteredCurrentStatus < {2 * DAY}"
+        constraint == f"CondorlabSession =?= true && EnteredCurrentStatus >= {DAY} && EnteredCurrentStatus < {2 * DAY}"
     )
     assert "RemoteWallClockTime" in projection and "AcctGroup" in projection and match == -1
 
