@@ -11,6 +11,7 @@ the contract's, the same the job helper makes again.
 from __future__ import annotations
 
 import html
+import re
 import time
 
 from . import contract
@@ -24,6 +25,8 @@ OPTION_KEYS = {"profile", "cpus", "memory"}
 # a request's options in its database and logs what a refusal says.
 OPTION_MAX_LENGTH = {"profile": contract.PROFILE_KEY_MAX, "cpus": 16, "memory": 32}
 MAX_OPTIONS = 8
+# An option name a message shows as it is; any other is quoted and cut short.
+OPTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,19}$")
 
 
 class OptionsError(ValueError):
@@ -59,7 +62,7 @@ def resolve(user_groups: list[dict], unix_groups: set[str], options: dict) -> di
     check_bounds(options)
     unknown = sorted(set(options) - OPTION_KEYS)
     if unknown:
-        shown = ", ".join(contract.quoted(key, 20) for key in unknown[:3])
+        shown = ", ".join(key if OPTION_NAME.fullmatch(key) else contract.quoted(key, 20) for key in unknown[:3])
         if len(unknown) > 3:
             shown += f" and {len(unknown) - 3} more"
         raise OptionsError(
