@@ -2,8 +2,8 @@
 
 Anything a user writes in a submit description is theirs to choose, the job
 helper's submissions included (it runs as the user). So what makes a job a
-session for the interactive share, the sweep, the metrics and the report is
-the seal (contract.ATTRS.sealed), which
+session for the interactive share, the negotiators and the hub's queue view
+(pending page, metrics) is the seal (contract.ATTRS.sealed), which
 
 - the access point deletes from every job at submission (a schedd transform),
 - only a queue super user may set afterwards (PROTECTED_JOB_ATTRS),
@@ -31,8 +31,6 @@ from .contract import ATTRS, ContractError
 # HoldReasonCode of a job submitted with hold = true.
 SUBMITTED_ON_HOLD = 15
 HELD = 5
-# Job states in which an older sealed job of the same server still holds or may take a slot.
-LIVE = (1, 2, 5, 6, 7)
 
 
 class SealError(Exception):
@@ -80,6 +78,7 @@ def seal(schedd, user: str, key: str, cluster: int) -> dict:
         raise SealError(f"job {cluster} is not one queued job ({len(ads)} found)")
     check_job(ads[0], user, key)
     server = json.dumps(f"{user}/{key}")
+    # Still queued (not removed, not completed): it holds or may take a slot.
     older = (
         f"{ATTRS.sealed} =?= true && {ATTRS.server} =?= {server} && Owner == {json.dumps(user)} "
         f"&& ClusterId != {cluster} && JobStatus != 3 && JobStatus != 4"
