@@ -64,7 +64,7 @@ def test_bob_s_jobs_posing_as_sessions_never_enter_the_share_and_are_swept(hub, 
         assert wait_for(lambda: interactive_cycles(cm) >= before + 2, 60), "the interactive negotiator cycles"
         assert all(job["JobStatus"] == 1 for job in jobs(hub, posing)), jobs(hub, posing)
 
-        # The sweep removes them as jobs no server of the hub owns (grace 90 s, every 30 s).
+        # The sweep removes them as jobs no server of the hub owns (jupyterhub_orphan_grace).
         assert wait_for(lambda: not jobs(hub, f"{posing} && JobStatus != 3"), 200, interval=5), jobs(hub, posing)
         history = hub.check_output(f"condor_history {cluster} -limit 4 -af JobStatus NumJobStarts").split("\n")
         assert history == ["3 0"] * 4, history

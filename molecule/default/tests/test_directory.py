@@ -93,6 +93,8 @@ def test_a_group_change_in_the_directory_reaches_hub_and_access_point_without_si
     can start a session within the timer's period; removed, she no longer can."""
     timer = hub.file("/etc/systemd/system/condorlab-membership.timer").content_string
     every = next(line.split("=")[1] for line in timer.splitlines() if line.startswith("OnUnitActiveSec="))
+    sssd = hub.file("/etc/sssd/sssd.conf").content_string
+    cache = next(line.split("=")[1].strip() for line in sssd.splitlines() if line.startswith("entry_cache_timeout"))
     kim = hub_client(outsider, hub, set_passwords(hub, ["kim"]))
     assert kim("login", "kim")["login"] == 403, "no user group: no login"
     assert "* kim " not in hub.file(MAP).content_string
@@ -131,6 +133,6 @@ def test_a_group_change_in_the_directory_reaches_hub_and_access_point_without_si
     assert "added ['kim']" in journal and "removed ['kim']" in journal
     with capsys.disabled():
         print(
-            f"\n[directory] timer every {every}, SSSD cache 60 s: added to physics -> in the map {in_map:.1f} s, "
+            f"\n[directory] timer every {every}, SSSD cache {cache} s: added to physics -> in the map {in_map:.1f} s, "
             f"session ready {ready:.1f} s; removed -> out of the map {out_of_map:.1f} s"
         )
