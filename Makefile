@@ -12,6 +12,9 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONDONTWRITEBYTECODE := 1
 # Shared by the test-bed hosts so that repeated runs do not download again.
 export CONDORLAB_PIP_CACHE ?= $(HOME)/.cache/condorlab-pip
+# One molecule test bed per machine (its containers have fixed names): make
+# molecule, make bed and make verify all use this working directory.
+export MOLECULE_EPHEMERAL_DIRECTORY ?= $(HOME)/.cache/condorlab/molecule
 # Debian packages the test bed needs on the machine that runs it.
 HOST_PACKAGES := podman runc debootstrap python3 python3-venv chromium chromium-driver
 STAMP := $(VENV)/.installed
@@ -19,7 +22,7 @@ STAMP := $(VENV)/.installed
 # How the demo hub logs users in: pam or oidc (make demo LOGIN=oidc).
 LOGIN ?= pam
 
-.PHONY: help deps venv host-packages root image demo status bench bench-busy test lint unit molecule clean
+.PHONY: help deps venv host-packages root image demo status bench bench-busy test lint unit molecule bed converge verify bed-down clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
@@ -83,6 +86,26 @@ molecule: deps ## the molecule scenario: the whole site in containers (root)
 	  CONDORLAB_IMAGE=$$image molecule test --scenario-name default 2>&1 | testbed/phases.py molecule
 
 test: lint unit molecule ## lint, unit tests, then the molecule scenario (root)
+
+# The developer loop: a converged molecule test bed kept between runs.
+bed: deps ## create the molecule test bed and converge site.yml into it, and keep it (root)
+	mkdir -p $(CONDORLAB_PIP_CACHE)
+	CONDORLAB_IMAGE=$$(testbed/build-image.sh) molecule converge --scenario-name default
+
+# TAGS and LIMIT narrow the run: make converge TAGS=role::jupyterhub LIMIT=hub
+converge: root ## site.yml into the existing bed again (TAGS=..., LIMIT=...) (root)
+	CONDORLAB_IMAGE=$$(testbed/build-image.sh --name) molecule converge --scenario-name default -- \
+	  $(if $(TAGS),--tags $(TAGS)) $(if $(LIMIT),--limit $(LIMIT))
+
+# TEST picks test files or tests: make verify TEST=test_share.py, TEST='test_faults.py -k idle'
+verify: root ## the molecule tests against the existing bed, all or TEST=... (root)
+	cd molecule/default/tests && \
+	  MOLECULE_PROJECT_DIRECTORY=$(CURDIR) MOLECULE_SCENARIO_DIRECTORY=$(CURDIR)/molecule/default \
+	  MOLECULE_INVENTORY_FILE=$(MOLECULE_EPHEMERAL_DIRECTORY)/inventory/ansible_inventory.yml \
+	  python -m pytest -p no:cacheprovider -v --durations=15 $(or $(TEST),.)
+
+bed-down: root ## remove the molecule test bed (root)
+	CONDORLAB_IMAGE=$$(testbed/build-image.sh --name) molecule destroy --scenario-name default
 
 clean: root ## remove the demo containers and any molecule leftovers (root)
 	@testbed/demo.sh down

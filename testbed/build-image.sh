@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the test-bed host image localhost/condorlab-trixie:<tag> from
 # debootstrap (no container registry is needed). The tag is a hash of this
-# recipe, so the image is rebuilt only when the recipe changes.
+# recipe and of the roles' package lists, so the image is rebuilt only when
+# either changes.
 #
 # Usage: testbed/build-image.sh            build if missing, print the image name
 #        testbed/build-image.sh --name     only print the image name
@@ -14,7 +15,10 @@ repo=localhost/condorlab-${suite}
 
 die() { echo "build-image: $*" >&2; exit 1; }
 
-tag=$(cat "$here/Containerfile" "$here/build-image.sh" | sha256sum | cut -c1-12)
+# The roles' Debian packages, downloaded into the image (not installed).
+packages=$("${CONDORLAB_PYTHON:-python3}" "$here/role-packages.py") \
+  || die "cannot read the roles' package lists (needs PyYAML: run it from make, which uses .venv)"
+tag=$({ cat "$here/Containerfile" "$here/build-image.sh"; echo "$packages"; } | sha256sum | cut -c1-12)
 image="$repo:$tag"
 if [[ ${1:-} == --name ]]; then echo "$image"; exit 0; fi
 
@@ -36,7 +40,7 @@ debootstrap --variant=minbase "$suite" "$work/rootfs" "$mirror" >"$work/debootst
 base="$repo-base:$tag"
 tar -C "$work/rootfs" -c . | podman import - "$base" >/dev/null
 echo "build-image: building $image" >&2
-podman build --quiet --build-arg "BASE=$base" -t "$image" -f "$here/Containerfile" "$here" >&2
+podman build --quiet --build-arg "BASE=$base" --build-arg "PACKAGES=$packages" -t "$image" -f "$here/Containerfile" "$here" >&2
 podman rmi "$base" >/dev/null
 # Drop images of older recipes.
 podman images --format '{{.Repository}}:{{.Tag}}' \
