@@ -210,13 +210,13 @@ class Client:
             raise SystemExit(f"token request: {status} {text[:300]}")
         return json.loads(text)["token"]
 
-    def watch(self, seconds: float, path: str, stop_file: str = "") -> dict:
+    def watch(self, seconds: float, path: str, stop_file: str = "", interval: float = 0.2) -> dict:
         """GET a lab path by cookie (a browser in the lab) and by API token until stop_file exists (or for
         ``seconds``), and count the answers.
 
         Every request that does not get 200 is listed with when it was made
         (epoch seconds) and what came back; first and last give the span the
-        requests covered.
+        requests covered. A round of requests every ``interval`` seconds.
         """
         if not self.open_lab(self.user):
             raise SystemExit(f"the hub did not say where {self.user}'s server is")
@@ -246,7 +246,7 @@ class Client:
                 answers[kind][str(status)] = answers[kind].get(str(status), 0) + 1
                 if status != 200:
                     failures.append({"kind": kind, "at": round(at, 2), "status": str(status)})
-            time.sleep(0.2)
+            time.sleep(interval)
         return {"answers": answers, "failures": failures[:50], "first": first, "last": time.time()}
 
     def stop(self) -> dict:
@@ -296,7 +296,7 @@ def main() -> None:
         # A new API token of the user's, for requests a browser would not make.
         out["token"] = client.token(args[0] if args else "condorlab tests")
     elif command == "watch":
-        out.update(client.watch(float(args[0]), args[1], args[2] if len(args) > 2 else ""))
+        out.update(client.watch(float(args[0]), args[1], args[2] if len(args) > 2 else "", *map(float, args[3:4])))
     print(json.dumps(out))
 
 

@@ -202,6 +202,25 @@ def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, ex
     )
 
 
+IN_USE = 90  # seconds judy's lab is used, half again the trial group's 60 s idle timeout
+
+
+@pytest.fixture(scope="module")
+def judy_in_use(client):
+    """judy's session (user group trial: ended after 60 s without activity), used by a client in the
+    background for half again that long, while the next tests run; returns its start and the client's
+    result."""
+    result = started(client, "judy")
+    said, used = client.background("watch", "judy", str(IN_USE), "/user/judy/api/contents", "", "8")
+    assert wait_for(lambda: "watching" in said(), 60), said()
+    return result, used
+
+
+def test_a_trial_session_starts_and_its_user_works_in_it(judy_in_use):
+    result, _ = judy_in_use
+    assert "ready_after" in result, result
+
+
 def test_a_dead_lab_ends_the_session_at_once(client, hub, execute_nodes, report):
     started(client, "bob")
     (job,) = session_jobs(hub, "bob", "JobStatus == 2")
@@ -247,18 +266,18 @@ def test_orphaned_session_jobs_are_swept_and_the_hub_s_own_kept(client, hub, rep
     assert own
 
 
-def test_a_session_in_use_is_kept_and_an_idle_one_ended_like_a_stop(client, hub, report):
-    result = started(client, "judy")
-    # In use for half again the trial group's 60 s idle timeout: the culler leaves it alone.
-    used_until = time.monotonic() + 90
-    while time.monotonic() < used_until:
-        assert client("get", "judy", "/user/judy/api/contents")["status"] == 200, "kept while in use"
-        time.sleep(8)
+def test_a_session_in_use_is_kept_and_an_idle_one_ended_like_a_stop(client, hub, judy_in_use, report):
+    result, used = judy_in_use
+    # In use (a request every 8 s, by cookie and by token) for half again the trial group's 60 s
+    # idle timeout, while the tests above ran: the culler leaves it alone.
+    seen = used(IN_USE + 60)
+    assert seen["failures"] == [] and seen["last"] - seen["first"] >= IN_USE, seen
+    assert sum(seen["answers"]["cookie"].values()) >= IN_USE // 10, seen
     assert servers(client, "judy").get("", {}).get("ready"), "kept while in use"
     began = time.monotonic()
     assert wait_for(lambda: not servers(client, "judy"), 240, interval=3), "the trial group's culler ends it"
     report(
-        f"session in use for 90 s kept; idle session ended {time.monotonic() - began:.1f} s after its last use "
+        f"session in use for {IN_USE} s kept; idle session ended {time.monotonic() - began:.1f} s after its last use "
         "(idle timeout 60 s)"
     )
     stop = records(hub, "judy")[-1]
