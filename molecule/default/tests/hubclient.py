@@ -224,11 +224,11 @@ class Client:
         print("watching", file=sys.stderr, flush=True)
         answers = {"cookie": {}, "token": {}}
         failures = []
-        first = time.time()
+        first = last_request = time.time()
         t0 = time.monotonic()
         while time.monotonic() - t0 < seconds and not (stop_file and os.path.exists(stop_file)):
             for kind in ("cookie", "token"):
-                at = time.time()
+                at = last_request = time.time()
                 try:
                     if kind == "token":
                         req = urllib.request.Request(
@@ -247,7 +247,13 @@ class Client:
                 if status != 200:
                     failures.append({"kind": kind, "at": round(at, 2), "status": str(status)})
             time.sleep(interval)
-        return {"answers": answers, "failures": failures[:50], "first": first, "last": time.time()}
+        return {
+            "answers": answers,
+            "failures": failures[:50],
+            "first": first,
+            "last": time.time(),
+            "last_request": last_request,
+        }
 
     def stop(self) -> dict:
         t0 = time.monotonic()
