@@ -4,8 +4,12 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 VENV ?= .venv
+# The tools are installed once per machine and set of pins: .venv links to
+# this directory, named after requirements-dev.txt's hash, which a fresh clone
+# reuses (delete it to reinstall).
+VENV_CACHE ?= $(HOME)/.cache/condorlab/venv-$(shell sha256sum requirements-dev.txt | cut -c1-12)
 PYTHON ?= python3
-export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PATH := $(VENV_CACHE)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export CONTAINERS_CONF := $(CURDIR)/testbed/containers.conf
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # No __pycache__ in the tree: roles copy hub/ to the hosts as it is.
@@ -44,11 +48,17 @@ host-packages: root
 
 # The Python tools need python3 with venv only; no root, no container engine.
 $(STAMP): requirements-dev.txt
-	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "condorlab: $(PYTHON) cannot make a venv; install python3-venv (sudo apt-get install python3-venv)" >&2; exit 1; }
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
-	@touch $@
+	@if [ ! -e $(VENV_CACHE)/.installed ]; then \
+	  $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "condorlab: $(PYTHON) cannot make a venv; install python3-venv (sudo apt-get install python3-venv)" >&2; exit 1; }; \
+	  echo "condorlab: installing the Python tools in $(VENV_CACHE)"; \
+	  rm -rf $(VENV_CACHE) && $(PYTHON) -m venv $(VENV_CACHE) \
+	    && $(VENV_CACHE)/bin/pip install --quiet --upgrade pip \
+	    && $(VENV_CACHE)/bin/pip install --quiet -r requirements-dev.txt \
+	    && touch $(VENV_CACHE)/.installed || exit 1; \
+	fi
+	@if [ -d $(VENV) ] && [ ! -L $(VENV) ]; then rm -rf $(VENV); fi
+	@ln -sfn $(VENV_CACHE) $(VENV)
+	@touch -h $(VENV) && touch $@
 
 image: deps ## build the test bed's container image (root)
 	@testbed/build-image.sh
