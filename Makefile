@@ -90,21 +90,25 @@ unit: $(STAMP) ## unit tests of the plugins and the hub package (no root, no pod
 
 # With CONDORLAB_PHASES set, the image, molecule's steps and each test file
 # are recorded there; testbed/phases.py table prints them (.ci/run does).
-molecule: deps ## the molecule scenario: the whole site in containers (root)
-	mkdir -p $(CONDORLAB_PIP_CACHE)
+molecule: deps | $(CONDORLAB_PIP_CACHE) ## the molecule scenario: the whole site in containers (root)
 	set -o pipefail; image=$$(testbed/phases.py run image -- testbed/build-image.sh) && \
 	  CONDORLAB_IMAGE=$$image molecule test --scenario-name default 2>&1 | testbed/phases.py molecule
 
+$(CONDORLAB_PIP_CACHE):
+	mkdir -p $@
+
 test: lint unit molecule ## lint, unit tests, then the molecule scenario (root)
 
-# The developer loop: a converged molecule test bed kept between runs.
-bed: deps ## create the molecule test bed and converge site.yml into it, and keep it (root)
-	mkdir -p $(CONDORLAB_PIP_CACHE)
+# The developer loop: a converged molecule test bed kept between runs. Steps
+# on an existing bed only need the image's name.
+BED_IMAGE = CONDORLAB_IMAGE=$$(testbed/build-image.sh --name)
+
+bed: deps | $(CONDORLAB_PIP_CACHE) ## create the molecule test bed and converge site.yml into it, and keep it (root)
 	CONDORLAB_IMAGE=$$(testbed/build-image.sh) molecule converge --scenario-name default
 
 # TAGS and LIMIT narrow the run: make converge TAGS=role::jupyterhub LIMIT=hub
 converge: root ## site.yml into the existing bed again (TAGS=..., LIMIT=...) (root)
-	CONDORLAB_IMAGE=$$(testbed/build-image.sh --name) molecule converge --scenario-name default -- \
+	$(BED_IMAGE) molecule converge --scenario-name default -- \
 	  $(if $(TAGS),--tags $(TAGS)) $(if $(LIMIT),--limit $(LIMIT))
 
 # TEST picks test files or tests: make verify TEST=test_share.py, TEST='test_faults.py -k idle'
@@ -115,8 +119,8 @@ verify: root ## the molecule tests against the existing bed, all or TEST=... (ro
 	  python -m pytest -p no:cacheprovider -v --durations=15 $(or $(TEST),.)
 
 bed-down: root ## remove the molecule test bed (root)
-	CONDORLAB_IMAGE=$$(testbed/build-image.sh --name) molecule destroy --scenario-name default
+	$(BED_IMAGE) molecule destroy --scenario-name default
 
 clean: root ## remove the demo containers and any molecule leftovers (root)
 	@testbed/demo.sh down
-	@-CONDORLAB_IMAGE=$$(testbed/build-image.sh --name) $(VENV)/bin/molecule destroy --scenario-name default >/dev/null 2>&1 || true
+	@-$(BED_IMAGE) $(VENV)/bin/molecule destroy --scenario-name default >/dev/null 2>&1 || true
