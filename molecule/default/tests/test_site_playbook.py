@@ -102,6 +102,11 @@ def rotated_key() -> bytes:
     return secrets.token_bytes(48)
 
 
+def with_key(raw: bytes) -> str:
+    """The extra variables that put ``raw`` in the inventory as the pool signing key."""
+    return json.dumps({"htcondor_signing_key_b64": base64.b64encode(raw).decode()})
+
+
 def test_a_signing_key_from_the_inventory_replaces_the_pool_key(cm, hub, execute_nodes, rotated_key):
     """Key rotation: a vault-supplied key reaches every host, tokens are re-minted, the pool works on."""
     raw = rotated_key
@@ -110,7 +115,7 @@ def test_a_signing_key_from_the_inventory_replaces_the_pool_key(cm, hub, execute
     old_tokens = {h: h.file("/etc/condor/tokens.d/condorlab-daemon").sha256sum for h in hosts}
     rotated_at = int(time.time())
 
-    run = site("-e", json.dumps({"htcondor_signing_key_b64": key}))
+    run = site("-e", with_key(raw))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert key not in run.stdout + run.stderr, "the key must never be printed"
     assert set(recap(run.stdout)) == set(POOL_HOSTS)
@@ -132,7 +137,7 @@ def test_a_signing_key_from_the_inventory_replaces_the_pool_key(cm, hub, execute
 def test_check_mode_on_the_converged_site_reports_no_change(rotated_key):
     """The site as the rotation left it, its key in the inventory: site.yml would change nothing more
     (a second run after the rotation), and check mode runs through on a converged site."""
-    run = site("--check", "-e", json.dumps({"htcondor_signing_key_b64": base64.b64encode(rotated_key).decode()}))
+    run = site("--check", "-e", with_key(rotated_key))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     stats = recap(run.stdout)
     assert set(stats) == set(POOL_HOSTS)
