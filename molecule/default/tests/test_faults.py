@@ -404,4 +404,16 @@ def test_a_session_over_its_memory_is_held_and_its_user_told_why(client, hub, re
     form = client("get", "bob", "/hub/spawn")["text"]
     assert "your session used more than 256 MB of memory" in form, form[-2000:]
     assert not session_jobs(hub, "bob", f"ClusterId == {job['ClusterId']}"), "the held job was removed"
-    report(f"memory over the request (256 MB, {kernels} kernels started): session ended {ended:.1f} s later")
+    # Its slot is the share's again within the share's vacate time (30 s), not after the job's lease
+    # (180 s) for which the interactive negotiator would count it as the group's use.
+    slot = job["RemoteHost"]
+
+    def slot_gone() -> bool:
+        return not hub.check_output(f"condor_status -constraint 'Name == \"{slot}\"' -af Name").strip()
+
+    assert wait_for(slot_gone, 60, interval=2), f"{slot} is still held by the ended session"
+    freed = time.monotonic() - grown - ended
+    report(
+        f"memory over the request (256 MB, {kernels} kernels started): session ended {ended:.1f} s later, "
+        f"its slot free {freed:.1f} s after that"
+    )

@@ -48,6 +48,15 @@ def test_the_execute_nodes_offer_a_share_beside_the_batch_slot(cm):
     assert any(n.startswith("NEGOTIATOR_INTERACTIVE@") for n in negotiators) and len(negotiators) == 2
 
 
+@pytest.mark.parametrize("knob", ["START", "PREEMPT", "WANT_HOLD", "MAXJOBRETIREMENTTIME", "MachineMaxVacateTime"])
+def test_the_share_s_policy_reaches_the_startd_whole(execute_nodes, knob):
+    # Each knob extends a value HTCondor or the site may have set, by a macro HTCondor must expand:
+    # one left as text would make the expression unreadable to the startd.
+    for node in execute_nodes:
+        value = node.check_output(f"condor_config_val {knob}")
+        assert "$(" not in value and "CondorlabInteractive" in value, (node.backend.hostname, knob, value)
+
+
 def quotas(cm, *negotiator: str) -> dict[str, float]:
     """The effective group quotas a negotiator computed in its last cycle."""
     out = cm.check_output(f"condor_userprio -quotas -allusers {' '.join(negotiator)}")
