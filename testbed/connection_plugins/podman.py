@@ -3,16 +3,27 @@
 containers.podman's plugin runs ``podman exec`` without ``--interactive``, so a
 module cannot come on stdin and each task costs a temporary directory, a copy,
 a chmod, the run and a removal (five podman calls). This one passes stdin when
-Ansible pipelines, so a task is one ``podman exec``. Found by its short name
-``podman`` before the collection's (ansible.cfg and the molecule scenario put
-this directory on the connection plugin path).
+Ansible pipelines, so a task is one command in the container. Run as root (as
+the test bed is), that command enters the container's namespaces with
+``nsenter``, with the container's environment, in a few milliseconds instead of
+the 130 ms of a ``podman exec`` on this machine; otherwise it is ``podman exec
+--interactive``. The container's filesystem is mounted only when a file is
+transferred (the collection's mounts it on every connection, one more podman
+call per task). Found by its short name ``podman`` before the collection's
+(ansible.cfg and the molecule scenario put this directory on the connection
+plugin path).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
+import shutil
+import subprocess
 
-from ansible.module_utils.common.text.converters import to_native
+from ansible.errors import AnsibleError
+from ansible.module_utils.common.text.converters import to_bytes, to_native
 from ansible.plugins.connection import ensure_connect
 from ansible_collections.containers.podman.plugins.connection.podman import Connection as PodmanConnection
 
@@ -62,11 +73,54 @@ class Connection(PodmanConnection):
     transport = "podman"
     has_pipelining = True
 
+    def _connect(self):
+        # The collection's _connect runs ``podman mount``; only put_file and fetch_file use the mount.
+        self._mount_point = None
+        self._mount_wanted = True
+        self._connected = True
+
+    def _mount(self):
+        if self._mount_wanted:
+            self._mount_wanted = False
+            super()._connect()
+
+    @ensure_connect
+    def put_file(self, in_path, out_path):
+        self._mount()
+        super().put_file(in_path, out_path)
+
+    @ensure_connect
+    def fetch_file(self, in_path, out_path):
+        self._mount()
+        super().fetch_file(in_path, out_path)
+
+    def _entry(self) -> list[str] | None:
+        """nsenter into the running container as its root, with its environment; None where it cannot."""
+        if self.user or os.geteuid() != 0 or not shutil.which("nsenter") or self.get_option("podman_extra_args"):
+            return None
+        rc, out, err = self._podman("inspect", ["--format", "{{.State.Pid}} {{json .Config.Env}}"])
+        if rc != 0:
+            raise AnsibleError(f"cannot inspect container {self._container_id}: {to_native(err).strip()}")
+        pid, env = to_native(out).strip().split(" ", 1)
+        if pid == "0":
+            raise AnsibleError(f"container {self._container_id} is not running")
+        return ["nsenter", "--target", pid, "--all", "--root", "--wd", "--", "env", "-i", *json.loads(env)]
+
     @ensure_connect
     def exec_command(self, cmd, in_data=None, sudoable=False):
         # ConnectionBase.exec_command only logs; the collection's would run without stdin.
         super(PodmanConnection, self).exec_command(cmd, in_data=in_data, sudoable=sudoable)
-        args = ["exec", "--interactive"] if in_data is not None else ["exec"]
-        if self.user:
-            args.extend(("--user", self.user))
-        return self._podman(args, shlex.split(to_native(cmd, errors="surrogate_or_strict")), in_data)
+        argv = shlex.split(to_native(cmd, errors="surrogate_or_strict"))
+        entry = self._entry()
+        if entry is None:
+            args = ["exec", "--interactive"] if in_data is not None else ["exec"]
+            if self.user:
+                args.extend(("--user", self.user))
+            return self._podman(args, argv, in_data)
+        run = subprocess.run(  # noqa: S603 - the command Ansible sends, as podman exec would run it
+            [to_bytes(a, errors="surrogate_or_strict") for a in entry + argv],
+            input=in_data if in_data is not None else b"",
+            capture_output=True,
+            check=False,
+        )
+        return run.returncode, run.stdout, run.stderr
