@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 import secrets
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import testinfra
+from testinfra.backend.podman import PodmanBackend
 
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 PUBLIC_CA = "/etc/condorlab/public-tls/ca.crt"
@@ -42,10 +44,39 @@ def pytest_sessionfinish(session):
         _FILE_SECONDS.clear()  # written once, however often the hook is registered
 
 
+def _load_connection_plugin():
+    """The test bed's podman connection plugin, whose container_entry the hosts below use too."""
+    path = PROJECT / "testbed" / "connection_plugins" / "podman.py"
+    spec = importlib.util.spec_from_file_location("condorlab_testbed_podman", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_PODMAN = _load_connection_plugin()
+
+
+class _ContainerBackend(PodmanBackend):
+    """testinfra's podman backend, entering the container as the test bed's connection plugin does
+    (nsenter, as root) and falling back to podman exec where that cannot be done."""
+
+    def run(self, command: str, *args: str, **kwargs):
+        entry = None if self.user is not None else _PODMAN.container_entry(self.name)
+        if entry is None:
+            return super().run(command, *args, **kwargs)
+        cmd = self.get_command(command, *args)
+        out = self.run_local(" ".join(["%s"] * (len(entry) + 3)), *entry, "/bin/sh", "-c", cmd)
+        out.command = self.encode(cmd)
+        return out
+
+
 def _host(name: str):
-    # The scenario's containers carry the platform names; podman exec is much
+    # The scenario's containers carry the platform names; a command per call is much
     # faster than a module run per command.
-    return testinfra.get_host(f"podman://{name}")
+    backend = _ContainerBackend(name)
+    host = testinfra.host.Host(backend)
+    backend.set_host(host)
+    return host
 
 
 @pytest.fixture(scope="session")
