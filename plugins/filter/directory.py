@@ -15,6 +15,10 @@ description:
     each user's own group (gid - the user's C(gid), default its uid; no members).
   - C(condorlab_directory_users(users)) maps each user's name to the
     attributes of its posixAccount/inetOrgPerson entry.
+  - C(condorlab_directory_entries(users, groups, base_dn)) gives every entry the
+    directory keeps, in the order to make them, for the ldap_entries module -
+    the branches C(people), C(groups) and C(services), each group (above) as a
+    posixGroup, each user as an inetOrgPerson, posixAccount and shadowAccount.
 positional: _input
 options:
   _input:
@@ -80,9 +84,39 @@ def condorlab_directory_users(users) -> dict:
     return entries
 
 
+BRANCHES = ("people", "groups", "services")
+
+
+def condorlab_directory_entries(users, groups, base_dn) -> list[dict]:
+    if not isinstance(base_dn, str) or not base_dn:
+        raise AnsibleFilterError(f"condorlab_directory_entries: expected the directory's base DN, got {base_dn!r}")
+    entries = [
+        {"dn": f"ou={branch},{base_dn}", "objectClass": ["organizationalUnit"], "attributes": {"ou": branch}}
+        for branch in BRANCHES
+    ]
+    entries += [
+        {
+            "dn": f"cn={group['name']},ou=groups,{base_dn}",
+            "objectClass": ["posixGroup"],
+            "attributes": {"cn": group["name"], "gidNumber": str(group["gid"]), "memberUid": group["members"]},
+        }
+        for group in condorlab_directory_groups(groups, users)
+    ]
+    entries += [
+        {
+            "dn": f"uid={name},ou=people,{base_dn}",
+            "objectClass": ["inetOrgPerson", "posixAccount", "shadowAccount"],
+            "attributes": attributes,
+        }
+        for name, attributes in condorlab_directory_users(users).items()
+    ]
+    return entries
+
+
 class FilterModule:
     def filters(self):
         return {
             "condorlab_directory_groups": condorlab_directory_groups,
             "condorlab_directory_users": condorlab_directory_users,
+            "condorlab_directory_entries": condorlab_directory_entries,
         }

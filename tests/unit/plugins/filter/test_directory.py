@@ -80,3 +80,23 @@ def test_bad_directory_settings_are_named(change, message):
     settings = {**GOOD, "users": [], "groups": GROUPS, **change}
     problems = preflight.directory_errors(settings)
     assert any(message in problem for problem in problems), problems
+
+
+def test_entries_come_branches_first_then_groups_then_users():
+    entries = directory.condorlab_directory_entries(USERS, GROUPS, "dc=condorlab,dc=test")
+    dns = [e["dn"] for e in entries]
+    assert dns[:3] == [f"ou={b},dc=condorlab,dc=test" for b in ("people", "groups", "services")]
+    assert dns[3:5] == ["cn=physics,ou=groups,dc=condorlab,dc=test", "cn=astro,ou=groups,dc=condorlab,dc=test"]
+    assert dns[-1] == "uid=kim,ou=people,dc=condorlab,dc=test"
+    physics = entries[3]
+    assert physics["objectClass"] == ["posixGroup"]
+    assert physics["attributes"] == {"cn": "physics", "gidNumber": "3001", "memberUid": ["alice", "bob"]}
+    kim_group = next(e for e in entries if e["dn"].startswith("cn=kim,"))
+    assert kim_group["attributes"]["gidNumber"] == "4012" and kim_group["attributes"]["memberUid"] == []
+    alice = next(e for e in entries if e["dn"].startswith("uid=alice,"))
+    assert alice["attributes"] == directory.condorlab_directory_users(USERS)["alice"]
+
+
+def test_entries_need_a_base_dn():
+    with pytest.raises(AnsibleFilterError, match="base DN"):
+        directory.condorlab_directory_entries(USERS, GROUPS, "")
