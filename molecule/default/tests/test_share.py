@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import HUB_URL, chromium_login, wait_for
@@ -220,17 +221,23 @@ def test_only_a_profile_that_allows_it_falls_back_to_a_batch_slot(share_full, br
         return sum(int(c) for c in out.split())
 
     assert wait_for(lambda: batch_cpus_free() == 2, 400, interval=5), "the collector shows both batch cores free"
-    alice = browser("progress", "alice", "75", json.dumps({"profile": "physics/small"}))
-    try:
-        assert alice["start_status"] in (201, 202), alice
-        (job,) = jobs(hub, 'Owner == "alice" && CondorlabSession =?= true')
-        assert job["JobStatus"] == 1, "physics/small waits for the share although batch slots are free"
-    finally:
-        browser("stop", "alice")
-    started = browser("start", "carol", "150", json.dumps({"profile": "astro/quick"}))
-    try:
-        assert "ready_after" in started, started
-        (job,) = jobs(hub, 'Owner == "carol" && CondorlabSession =?= true && JobStatus == 2 && RequestCpus == 1')
-        assert not slot_is_share(cm, job["RemoteHost"]), "astro/quick may use a batch slot, and did"
-    finally:
-        browser("stop", "carol")
+    # carol (astro/quick) starts while alice waits: she takes one batch core at the batch negotiator's
+    # next cycle, and the other stays free through alice's wait.
+    with ThreadPoolExecutor(max_workers=1) as background:
+        carol = background.submit(browser, "start", "carol", "150", json.dumps({"profile": "astro/quick"}))
+        try:
+            alice = browser("progress", "alice", "75", json.dumps({"profile": "physics/small"}))
+            try:
+                assert alice["start_status"] in (201, 202), alice
+                (job,) = jobs(hub, 'Owner == "alice" && CondorlabSession =?= true')
+                assert job["JobStatus"] == 1, "physics/small waits for the share although batch slots are free"
+                assert batch_cpus_free() >= 1, "a batch core stayed free while alice waited"
+            finally:
+                browser("stop", "alice")
+            started = carol.result()
+            assert "ready_after" in started, started
+            (job,) = jobs(hub, 'Owner == "carol" && CondorlabSession =?= true && JobStatus == 2 && RequestCpus == 1')
+            assert not slot_is_share(cm, job["RemoteHost"]), "astro/quick may use a batch slot, and did"
+        finally:
+            carol.result()
+            browser("stop", "carol")
