@@ -7,37 +7,42 @@ from __future__ import annotations
 from ansible.errors import AnsibleFilterError
 
 DOCUMENTATION = r"""
-name: condorlab_directory_groups
+name: condorlab_directory_entries
 short_description: The directory role's users and Unix groups as LDAP entries
 description:
-  - C(condorlab_directory_groups(groups, users)) gives each Unix group
-    C({name, gid, members}), members from the users' C(groups), followed by
-    each user's own group (gid - the user's C(gid), default its uid; no members).
-  - C(condorlab_directory_users(users)) maps each user's name to the
-    attributes of its posixAccount/inetOrgPerson entry.
   - C(condorlab_directory_entries(users, groups, base_dn)) gives every entry the
     directory keeps, in the order to make them, for the ldap_entries module -
-    the branches C(people), C(groups) and C(services), each group (above) as a
-    posixGroup, each user as an inetOrgPerson, posixAccount and shadowAccount.
+    the branches C(people), C(groups) and C(services); each Unix group as a
+    posixGroup with its members (from the users' C(groups)), followed by each
+    user's own group (gid - the user's C(gid), default its uid; no members);
+    each user as an inetOrgPerson, posixAccount and shadowAccount.
 positional: _input
 options:
   _input:
-    description: The directory_groups (first filter) or directory_users (second).
+    description: The directory_users.
     type: list
+    required: true
+  groups:
+    description: The directory_groups.
+    type: list
+    required: true
+  base_dn:
+    description: The directory's base DN.
+    type: str
     required: true
 """
 
 EXAMPLES = r"""
 - ansible.builtin.debug:
-    msg: "{{ [{'name': 'physics', 'gid': 3001}] | condorlab_directory_groups(users) }}"
+    msg: "{{ users | condorlab_directory_entries([{'name': 'physics', 'gid': 3001}], 'dc=example,dc=org') }}"
   vars:
     users: [{name: alice, uid: 2001, groups: [physics]}]
-  # [{'name': 'physics', 'gid': 3001, 'members': ['alice']}, {'name': 'alice', 'gid': 2001, 'members': []}]
+  # ou=people, ou=groups, ou=services; cn=physics (memberUid alice), cn=alice; uid=alice
 """
 
 RETURN = r"""
 _value:
-  description: A list of groups, or a mapping of user name to attributes.
+  description: A list of entries, each with dn, objectClass and attributes.
 """
 
 
@@ -116,7 +121,5 @@ def condorlab_directory_entries(users, groups, base_dn) -> list[dict]:
 class FilterModule:
     def filters(self):
         return {
-            "condorlab_directory_groups": condorlab_directory_groups,
-            "condorlab_directory_users": condorlab_directory_users,
             "condorlab_directory_entries": condorlab_directory_entries,
         }
