@@ -6,7 +6,7 @@ record per session start and stop (who, which group and profile, which job,
 where, what was asked for), one JSON object per line, for questions the
 history cannot answer alone (which profile, when the lab was ready).
 
-`condorlab-accounting` reports usage per group and per user for a period, from
+`condorlab-accounting` (report.py) reports usage per group and per user for a period, from
 the history through the htcondor bindings, as a table or as CSV. It counts only
 jobs the hub recorded as sessions (a user can mark a batch job as a session, not
 make the hub record it), and it skips impossible values (negative or longer than
@@ -16,10 +16,10 @@ these attributes, so such a value means a site without that protection.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
+import logging
 import os
 import sys
 import time
@@ -61,6 +61,15 @@ class SessionRecorder:
         with os.fdopen(fd, "a") as handle:
             handle.write(json.dumps(entry, sort_keys=True) + "\n")
         return entry
+
+
+def record_session(path: str, event: str, user: str, server: str, job: str, session, facts: dict) -> None:
+    """Append a start or stop record of a session (session.Session); a failure is logged, never fatal."""
+    fields = session.accounting() if session is not None else {}
+    try:
+        SessionRecorder(path).record(event, user=user, server=server, job=job, **fields, **facts)
+    except OSError as exc:
+        logging.getLogger("condorlab.accounting").warning("Could not record the session %s of %s: %s", event, user, exc)
 
 
 @dataclass
@@ -270,74 +279,3 @@ def render_table(report: list[dict], since: float, until: float) -> str:
     if not lines:
         out.append("(no session ended in this period)")
     return "\n".join(out) + "\n"
-
-
-def parse_time(text: str) -> float:
-    """YYYY-MM-DD, YYYY-MM-DDTHH:MM (UTC), or a number of seconds since the epoch."""
-    if text.replace(".", "", 1).isdigit():
-        return float(text)
-    for pattern in ("%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"):
-        try:
-            return datetime.strptime(text, pattern).replace(tzinfo=UTC).timestamp()
-        except ValueError:
-            continue
-    raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)")
-
-
-def main(argv: list[str] | None = None, schedd=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="condorlab-accounting",
-        description="Usage of condorlab sessions per accounting group and per user, from HTCondor's history.",
-    )
-    now = datetime.now(UTC)
-    parser.add_argument(
-        "--since",
-        type=parse_time,
-        default=(now - timedelta(days=30)).timestamp(),
-        help="start of the period (UTC date; default: 30 days ago)",
-    )
-    parser.add_argument(
-        "--until", type=parse_time, default=now.timestamp() + 1, help="end of the period (UTC date; default: now)"
-    )
-    parser.add_argument(
-        "--format",
-        choices=["table", "csv", "html", "png", "svg"],
-        default="table",
-        help="html: the table and the plot in one page; png, svg: the plot (core hours and sessions per day)",
-    )
-    parser.add_argument("--output", help="write the report to this file instead of standard output")
-    parser.add_argument(
-        "--records", default=SESSION_RECORDS, help=f"the hub's session records (default: {SESSION_RECORDS})"
-    )
-    args = parser.parse_args(argv)
-    if args.until <= args.since:
-        parser.error("--until must be after --since")
-    try:
-        ads = query_history(args.since, args.until, schedd)
-    except Exception as exc:  # the schedd is down or refuses the query
-        print(f"condorlab-accounting: cannot read HTCondor's history: {exc}", file=sys.stderr)
-        return 1
-    counted = checked_ads(ads, recorded_sessions(args.records))
-    report = rows(*summarise(counted))
-    if args.format in ("html", "png", "svg"):
-        from . import report as pages
-
-        usage = daily(counted, args.since, args.until)
-        if args.format == "html":
-            data = pages.page(report, usage, args.since, args.until).encode()
-        else:
-            data = pages.plot(usage, args.since, args.until, args.format)
-    else:
-        text = render_csv(report) if args.format == "csv" else render_table(report, args.since, args.until)
-        data = text.encode()
-    if args.output:
-        with open(args.output, "wb") as handle:
-            handle.write(data)
-    else:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -41,6 +41,9 @@ from dataclasses import dataclass
 
 # The user groups, normalised by the inventory's filter (root-owned, 0644).
 USER_GROUPS_FILE = "/etc/condorlab/user-groups.json"
+# The hub's settings (settings.py), written by the jupyterhub role, loaded by
+# its static jupyterhub_config.py.
+HUB_SETTINGS_FILE = "/etc/jupyterhub/condorlab-hub.json"
 # The job helper's settings: the submit template, the session command, where the lab works.
 HELPER_CONFIG = "/etc/condorlab/session-helper.json"
 
@@ -54,6 +57,11 @@ LOG_FILES = ("session.out", "session.err", "session.log")
 # What is deleted once the session has ended: everything that holds a secret.
 SECRET_FILES = (SESSION_FILE, *TLS_FILES.values())
 MAX_FILE_SIZE = 65536
+
+# The TCP ports a lab may listen on, [first, last], unless the site sets
+# condorlab_session_port_range: the execute nodes' firewall opens them to the
+# proxy, the lab picks one, the hub accepts a report of one of them.
+PORT_RANGE = (50000, 50999)
 
 
 # The hold subcode the execute nodes give a session held for using more memory

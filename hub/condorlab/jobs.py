@@ -390,4 +390,21 @@ class JobStatusCache:
         return self._jobs.get(job_id, JobInfo(State.GONE))
 
 
+async def wait_gone(cache: JobStatusCache, job_id: str, grace: float, transfer_timeout: float) -> tuple[bool, JobInfo]:
+    """Wait up to grace seconds for the job to leave the queue (up to transfer_timeout while it sends files back).
+
+    Returns (whether it left, its last state); a hold or an eviction ends the wait at once.
+    """
+    loop = asyncio.get_running_loop()
+    deadline, hard_deadline = loop.time() + grace, loop.time() + max(grace, transfer_timeout)
+    while True:
+        info = await cache.get(job_id, force=True)
+        if info.state in (State.GONE, State.HELD) or (info.state == State.IDLE and info.starts > 0):
+            return info.state == State.GONE, info
+        now = loop.time()
+        if now > hard_deadline or (now > deadline and not info.transferring):
+            return False, info
+        await asyncio.sleep(1)
+
+
 shared_cache = JobStatusCache()

@@ -1,4 +1,4 @@
-"""The usage report as a person would rather read it: a plot and a self-contained HTML page.
+"""The usage report (`condorlab-accounting`): a table, CSV, a plot, or a self-contained HTML page.
 
 The plot (PNG or SVG, matplotlib) has two panels over the period's UTC days:
 core hours per user group (one line each; a session's hours are split at
@@ -10,10 +10,27 @@ one file, no external resources.
 
 from __future__ import annotations
 
+import argparse
 import html
 import io
+import sys
+from datetime import UTC, datetime, timedelta
 
-from .accounting import COLUMNS, HEADINGS, Daily, period_bounds
+from .accounting import (
+    COLUMNS,
+    HEADINGS,
+    SESSION_RECORDS,
+    Daily,
+    checked_ads,
+    daily,
+    period_bounds,
+    query_history,
+    recorded_sessions,
+    render_csv,
+    render_table,
+    rows,
+    summarise,
+)
 
 SERIES_ID = "series-{group}"
 
@@ -97,3 +114,76 @@ midnight and shows only the hours within the period.</p>
 {svg}
 </body></html>
 """
+
+
+def parse_time(text: str) -> float:
+    """YYYY-MM-DD, YYYY-MM-DDTHH:MM (UTC), or a number of seconds since the epoch."""
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    for pattern in ("%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"):
+        try:
+            return datetime.strptime(text, pattern).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)")
+
+
+def main(argv: list[str] | None = None, schedd=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="condorlab-accounting",
+        description="Usage of condorlab sessions per accounting group and per user, from HTCondor's history.",
+    )
+    now = datetime.now(UTC)
+    parser.add_argument(
+        "--since",
+        type=parse_time,
+        default=(now - timedelta(days=30)).timestamp(),
+        help="start of the period (UTC date; default: 30 days ago)",
+    )
+    parser.add_argument(
+        "--until", type=parse_time, default=now.timestamp() + 1, help="end of the period (UTC date; default: now)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=["table", "csv", "html", "png", "svg"],
+        default="table",
+        help="html: the table and the plot in one page; png, svg: the plot (core hours and sessions per day)",
+    )
+    parser.add_argument("--output", help="write the report to this file instead of standard output")
+    parser.add_argument(
+        "--records", default=SESSION_RECORDS, help=f"the hub's session records (default: {SESSION_RECORDS})"
+    )
+    args = parser.parse_args(argv)
+    if args.until <= args.since:
+        parser.error("--until must be after --since")
+    try:
+        ads = query_history(args.since, args.until, schedd)
+    except Exception as exc:  # the schedd is down or refuses the query
+        print(f"condorlab-accounting: cannot read HTCondor's history: {exc}", file=sys.stderr)
+        return 1
+    counted = checked_ads(ads, recorded_sessions(args.records))
+    report = rows(*summarise(counted))
+    if args.format in ("html", "png", "svg"):
+        usage = daily(counted, args.since, args.until)
+        if args.format == "html":
+            data = page(report, usage, args.since, args.until).encode()
+        else:
+            data = plot(usage, args.since, args.until, args.format)
+    else:
+        text = render_csv(report) if args.format == "csv" else render_table(report, args.since, args.until)
+        data = text.encode()
+    if args.output:
+        with open(args.output, "wb") as handle:
+            handle.write(data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

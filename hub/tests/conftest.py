@@ -43,3 +43,38 @@ def ca_store(tmp_path_factory):
     (store / "notebooks-ca" / "notebooks-ca.key").write_text(key)
     (store / "notebooks-ca_trust.crt").write_text(cert)
     return store
+
+
+class FakeHelper:
+    """The job helper and the seal as the spawner sees them (helperclient.HelperClient): records each call."""
+
+    def __init__(self, cluster: int = 12, work_dir: str = "/shared/alice"):
+        self.calls = []
+        self.cluster = cluster
+        self.work_dir = work_dir
+
+    async def submit(self, request):
+        self.calls.append((("submit",), request))
+        return {"cluster": self.cluster, "work_dir": self.work_dir}
+
+    async def remove(self, job_id):
+        self.calls.append((("remove", job_id), None))
+        return {"removed": self.cluster}
+
+    async def clean(self, server_key):
+        self.calls.append((("clean", server_key), None))
+        return {}
+
+    async def seal(self, server_key, cluster):
+        self.calls.append((("seal", cluster), None))
+        return {"sealed": int(cluster), "removed": []}
+
+    @property
+    def commands(self):
+        """The calls without their standard input: ("remove", "12"), ("clean", "default"), ..."""
+        return [args for args, _ in self.calls]
+
+
+@pytest.fixture
+def fake_helper():
+    return FakeHelper()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from condorlab import accounting
+from condorlab import accounting, report
 
 DAY = 86400
 ADS = [
@@ -91,22 +91,20 @@ def records_of(tmp_path, ads) -> str:
 def test_csv_and_table_output(capsys, tmp_path):
     records = ["--records", records_of(tmp_path, ADS)]
     assert (
-        accounting.main(
-            ["--since", "1970-01-02", "--until", "1970-01-03", "--format", "csv", *records], FakeSchedd(ADS)
-        )
+        report.main(["--since", "1970-01-02", "--until", "1970-01-03", "--format", "csv", *records], FakeSchedd(ADS))
         == 0
     )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "level,group,user,sessions,users,wall_hours,cpu_hours,core_hours"
     assert "group,group_astro,,1,1,2.0,1.0,2.0" in lines
-    assert accounting.main(["--since", "1970-01-02", "--until", "1970-01-03", *records], FakeSchedd(ADS)) == 0
+    assert report.main(["--since", "1970-01-02", "--until", "1970-01-03", *records], FakeSchedd(ADS)) == 0
     table = capsys.readouterr().out
     assert "condorlab sessions finished 1970-01-02 00:00 - 1970-01-03 00:00 UTC" in table
     assert "group_physics" in table and "  alice" in table
 
 
 def test_an_empty_period_says_so(capsys):
-    assert accounting.main(["--since", "2026-01-01"], FakeSchedd([])) == 0
+    assert report.main(["--since", "2026-01-01"], FakeSchedd([])) == 0
     assert "(no session ended in this period)" in capsys.readouterr().out
 
 
@@ -115,7 +113,7 @@ def test_a_schedd_failure_is_reported(capsys):
         def history(self, **_):
             raise RuntimeError("Failed to connect to schedd")
 
-    assert accounting.main([], Broken()) == 1
+    assert report.main([], Broken()) == 1
     assert "cannot read HTCondor's history: Failed to connect" in capsys.readouterr().err
 
 
@@ -123,7 +121,7 @@ def test_bad_dates_are_refused(capsys):
     import pytest
 
     with pytest.raises(SystemExit):
-        accounting.main(["--since", "last tuesday"], FakeSchedd([]))
+        report.main(["--since", "last tuesday"], FakeSchedd([]))
     assert "is not a date" in capsys.readouterr().err
 
 
@@ -152,7 +150,7 @@ def test_only_recorded_sessions_with_possible_values_are_counted(capsys, tmp_pat
     ]
     recorded = records_of(tmp_path, [ADS[0], ADS[2], forged[1], forged[2], {**forged[3], "RequestCpus": 1}])
     args = ["--since", "1970-01-02", "--until", "1970-01-03", "--format", "csv", "--records", recorded]
-    assert accounting.main(args, FakeSchedd([ADS[0], ADS[2], *forged])) == 0
+    assert report.main(args, FakeSchedd([ADS[0], ADS[2], *forged])) == 0
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     assert "group,group_physics,,1,1,1.0,0.5,2.0" in lines
@@ -176,7 +174,6 @@ def test_daily_core_hours_split_at_midnight_and_sessions_on_their_last_day():
 
 def test_the_plot_has_one_series_per_group_as_png_and_svg():
     usage = accounting.daily(ADS, 0, 3 * DAY)
-    from condorlab import report
 
     fig = report.figure(usage, 0, 3 * DAY)
     hours_ax = fig.axes[0]
@@ -194,17 +191,17 @@ def test_the_html_page_is_self_contained_with_the_table_and_the_plot(tmp_path):
     records = ["--records", records_of(tmp_path, ADS)]
     out = tmp_path / "report.html"
     period = ["--since", "1970-01-02", "--until", "1970-01-03"]
-    assert accounting.main([*period, "--format", "html", "--output", str(out), *records], FakeSchedd(ADS)) == 0
+    assert report.main([*period, "--format", "html", "--output", str(out), *records], FakeSchedd(ADS)) == 0
     page = out.read_text()
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page and 'id="series-group_physics"' in page
     assert "<td>group_astro</td>" in page and "<td>alice</td>" in page
     assert "src=" not in page and "href=" not in page.replace('xlink:href="#', ""), "no external resources"
     png = tmp_path / "report.png"
-    assert accounting.main([*period, "--format", "png", "--output", str(png), *records], FakeSchedd(ADS)) == 0
+    assert report.main([*period, "--format", "png", "--output", str(png), *records], FakeSchedd(ADS)) == 0
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
 def test_an_empty_period_still_makes_a_page(tmp_path):
     out = tmp_path / "empty.html"
-    assert accounting.main(["--since", "2026-01-01", "--format", "html", "--output", str(out)], FakeSchedd([])) == 0
+    assert report.main(["--since", "2026-01-01", "--format", "html", "--output", str(out)], FakeSchedd([])) == 0
     assert "No session ended in this period." in out.read_text()

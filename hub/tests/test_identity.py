@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 from condorlab import identity
 from condorlab.jobs import JobInfo, State
+from condorlab.session import Session
 from condorlab.spawner import CondorlabSpawner
 from cryptography import x509
 
@@ -146,31 +147,28 @@ class FakeCache:
 
 
 @pytest.fixture
-def running(ca_store, tmp_path):
+def running(ca_store, tmp_path, fake_helper):
     """alice's running session whose certificate the hub pinned, and the helper calls it makes."""
     spawner = CondorlabSpawner(
         user=SimpleNamespace(name="alice", url="/user/alice/", settings={}),
         accounting_records=str(tmp_path / "sessions.jsonl"),
     )
     spawner.internal_ssl = True
-    spawner.calls = []
-
-    async def fake_helper(*args, stdin=None):
-        spawner.calls.append(args)
-        return {}
-
-    spawner.run_helper = fake_helper
-    spawner.internal_ssl_context = lambda: hub_context(ca_store)
+    spawner.helper = fake_helper
+    spawner.lab.context = lambda: hub_context(ca_store)
     spawner.job_id = "12"
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="localhost", request_cpus=1, request_memory_mb=512))
     key, cert = session_cert(ca_store, "alice")
-    spawner.session = {
-        "cert_sha256": identity.fingerprint(cert),
-        "started": time.time(),
-        "request_cpus": 1,
-        "request_memory_mb": 512,
-        "walltime": 3600,
-    }
+    spawner.session = Session(
+        group="physics",
+        profile="small",
+        accounting_group="group_physics",
+        request_cpus=1,
+        request_memory_mb=512,
+        walltime=3600,
+        cert_sha256=identity.fingerprint(cert),
+        started=time.time(),
+    )
     spawner.key_cert = (key, cert)
     return spawner
 
@@ -182,7 +180,7 @@ def test_poll_keeps_a_session_whose_lab_answers(running, tmp_path):
             return await running.poll()
 
     assert run(scenario()) is None
-    assert running.calls == []
+    assert running.helper.commands == []
 
 
 def test_poll_ends_a_session_when_another_certificate_holds_its_port(running, ca_store, tmp_path):
@@ -192,26 +190,26 @@ def test_poll_ends_a_session_when_another_certificate_holds_its_port(running, ca
             return await running.poll()
 
     assert run(scenario()) == 1
-    assert running.calls == [("remove", "12"), ("clean", "default")]
-    assert running.session == {}
+    assert running.helper.commands == [("remove", "12"), ("clean", "default")]
+    assert running.session is None
 
 
 def test_poll_ends_a_session_whose_lab_stopped_listening(running):
     running.port = 1
-    running.lab_exit_grace = 0  # its job still runs after the grace
+    running.lab.watch.exit_grace = 0  # its job still runs after the grace
     assert run(running.poll()) == 1
-    assert running.calls[0] == ("remove", "12")
+    assert running.helper.commands[0] == ("remove", "12")
 
 
 def test_poll_ends_a_session_whose_requests_were_edited(running):
     running.port = 1
     running.status_cache = FakeCache(JobInfo(State.RUNNING, host="localhost", request_cpus=8, request_memory_mb=512))
     assert run(running.poll()) == 1
-    assert running.calls[0] == ("remove", "12")
+    assert running.helper.commands[0] == ("remove", "12")
 
 
 def test_a_suspended_session_is_not_ended(running, tmp_path):
     running.status_cache = FakeCache(JobInfo(State.SUSPENDED, host="localhost", request_cpus=1, request_memory_mb=512))
     running.port = 1
     assert run(running.poll()) is None
-    assert running.calls == []
+    assert running.helper.commands == []

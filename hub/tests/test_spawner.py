@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import time
@@ -8,7 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 from condorlab import handlers, identity
+from condorlab.helperclient import HelperClient
 from condorlab.jobs import JobInfo, ShareSlot, ShareView, State
+from condorlab.session import Session
 from condorlab.spawner import CondorlabSpawner
 from jupyterhub.apihandlers import default_handlers
 from prometheus_client import REGISTRY
@@ -61,7 +64,7 @@ USER_GROUPS = [
 
 
 @pytest.fixture
-def spawner(tmp_path):
+def spawner(tmp_path, fake_helper):
     s = CondorlabSpawner(
         user=SimpleNamespace(name="alice", url="/user/alice/", settings={}),
         port_range=(50000, 50010),
@@ -70,20 +73,16 @@ def spawner(tmp_path):
     )
     s.unix_groups = lambda: {"alice", "physics"}
     s.startup_poll_interval = 0
-    s.calls = []
-
-    async def fake_helper(*args, stdin=None):
-        s.calls.append((args, json.loads(stdin) if stdin else None))
-        return {"cluster": 12, "work_dir": "/shared/alice"} if args[0] == "submit" else {"removed": 12}
-
-    async def fake_seal():
-        s.calls.append((("seal", s.job_id), None))
-        return {"sealed": int(s.job_id), "removed": []}
-
-    s.run_helper = fake_helper
-    s.seal_job = fake_seal
+    s.helper = fake_helper
+    s.calls = fake_helper.calls
     s.get_env = lambda: {"JUPYTERHUB_API_TOKEN": "tok", "JUPYTERHUB_USER": "alice"}
     return s
+
+
+def session_of(**fields) -> Session:
+    """A checked session of physics/small with these fields changed."""
+    base = {"group": "physics", "profile": "small", "accounting_group": "group_physics"}
+    return Session(**{"request_cpus": 1, "request_memory_mb": 512, **base, **fields})
 
 
 def run(coro):
@@ -104,13 +103,17 @@ async def start_reporting_port(spawner, port: int):
 
 
 def test_batchspawner_handler_is_not_reachable_and_ours_is():
+    handlers.install()
+    handlers.install()
     paths = [h[0] for h in default_handlers]
     assert r"/api/batchspawner" not in paths
     assert paths.count(handlers.PORT_REPORT_PATH) == 1
 
 
 def test_the_helper_runs_through_sudo_as_the_user_only(spawner):
-    assert spawner.helper_cmd("remove", "12") == [
+    helper = HelperClient("alice", spawner.job_helper, spawner.job_seal)
+    assert helper.seal_cmd("default", "12") == ["sudo", "-n", "--", spawner.job_seal, "alice", "default", "12"]
+    assert helper.helper_cmd("remove", "12") == [
         "sudo",
         "-n",
         "-u",
@@ -120,11 +123,11 @@ def test_the_helper_runs_through_sudo_as_the_user_only(spawner):
         "remove",
         "12",
     ]
-    spawner.user = SimpleNamespace(name="-x alice")
-    with pytest.raises(ValueError, match="not a Unix user name"):
-        spawner.helper_cmd("remove", "12")
-    spawner.user = SimpleNamespace(name="erin.lee")
-    assert spawner.helper_cmd("clean", "default")[3:] == ["erin.lee", "--", spawner.job_helper, "clean", "default"]
+    for command in (HelperClient("-x alice", "h", "s").helper_cmd, HelperClient("-x alice", "h", "s").seal_cmd):
+        with pytest.raises(ValueError, match="not a Unix user name"):
+            command("remove", "12")
+    helper = HelperClient("erin.lee", spawner.job_helper, spawner.job_seal)
+    assert helper.helper_cmd("clean", "default")[3:] == ["erin.lee", "--", spawner.job_helper, "clean", "default"]
 
 
 def test_submit_sends_only_checked_values(spawner):
@@ -301,11 +304,11 @@ def test_tls_files_travel_with_the_job_and_never_touch_the_hub_s_disk(spawner, c
     moved = run(spawner.move_certs(paths))
     assert moved == {"keyfile": "session-tls.key", "certfile": "session-tls.crt", "cafile": "session-ca.crt"}
     assert sorted(p.name for p in ca_store.rglob("*")) == before, "no session key or certificate in the hub's store"
-    assert spawner.session["cert_sha256"] == identity.fingerprint(paths["certfile"])
+    assert spawner.session.cert_sha256 == identity.fingerprint(paths["certfile"])
     # the nodes and the user's own domain; not the hub's public name, not localhost
-    assert spawner.session_alt_names() == ["DNS:wn1", "DNS:wn2", "DNS:alice.hub.example.org"]
+    assert spawner.lab.alt_names() == ["DNS:wn1", "DNS:wn2", "DNS:alice.hub.example.org"]
     spawner.user.settings = {}
-    assert spawner.session_alt_names() == ["DNS:wn1", "DNS:wn2", "DNS:hub.example.org"]
+    assert spawner.lab.alt_names() == ["DNS:wn1", "DNS:wn2", "DNS:hub.example.org"]
     run(spawner.submit_batch_script())
     (_, request), *_ = spawner.calls
     assert request["files"]["session-tls.key"].startswith("-----BEGIN PRIVATE KEY-----")
@@ -327,7 +330,7 @@ def test_tls_files_travel_with_the_job_and_never_touch_the_hub_s_disk(spawner, c
     ],
 )
 def test_name_covers(name, host, covered):
-    from condorlab.spawner import name_covers
+    from condorlab.lablink import name_covers
 
     assert name_covers(name, host) is covered
 
@@ -342,11 +345,11 @@ def test_a_session_on_a_node_the_certificate_does_not_cover_fails(spawner):
 
 
 def test_a_job_the_seal_refuses_is_removed_and_the_start_fails(spawner):
-    async def refused():
-        spawner.calls.append((("seal", spawner.job_id), None))
+    async def refused(server_key, cluster):
+        spawner.calls.append((("seal", cluster), None))
         raise RuntimeError("condorlab-seal failed (2): it is not held as submitted")
 
-    spawner.seal_job = refused
+    spawner.helper.seal = refused
     spawner.status_cache = FakeCache(JobInfo(State.IDLE))
     with pytest.raises(RuntimeError, match="could not be made a session"):
         run(spawner.start())
@@ -389,7 +392,7 @@ def test_the_form_does_not_wait_for_a_schedd_that_does_not_answer(spawner):
 
 def test_the_pending_message_names_the_share_the_place_and_the_reason(spawner):
     spawner.job_id = "12"
-    spawner.session = {"request_cpus": 1, "request_memory_mb": 512}
+    spawner.session = session_of(request_cpus=1, request_memory_mb=512)
     full = ShareView((ShareSlot("wn1", 0, 0, 4, 2048), ShareSlot("wn2", 0, 100, 4, 2048)), known=True)
     spawner.status_cache = FakeCache(share=full, ahead=2)
     spawner.job_info = JobInfo(State.IDLE, rejected="no match found")
@@ -398,7 +401,7 @@ def test_the_pending_message_names_the_share_the_place_and_the_reason(spawner):
         "No node has 1 CPU and 512 MB free in the share now; it starts when one has "
         "(last negotiation: no free slot fits it)"
     )
-    spawner.session = {"request_cpus": 8, "request_memory_mb": 512}
+    spawner.session = session_of(request_cpus=8, request_memory_mb=512)
     spawner.status_cache = FakeCache(share=SHARE)
     spawner.job_info = JobInfo(State.IDLE, rejected="submitter limit exceeded")
     message = spawner.pending_message()
@@ -414,7 +417,7 @@ def test_the_pending_message_names_the_share_the_place_and_the_reason(spawner):
 
 def test_progress_reports_each_change_then_the_running_job(spawner):
     spawner.job_id = "12"
-    spawner.session = {"request_cpus": 1, "request_memory_mb": 512}
+    spawner.session = session_of(request_cpus=1, request_memory_mb=512)
     spawner.status_cache = FakeCache(share=SHARE, ahead=1)
     spawner.job_info = JobInfo(State.IDLE)
 
@@ -449,14 +452,13 @@ def test_the_start_timeout_counts_the_submission_too(spawner):
     spawner.start_timeout = 4
     spawner.startup_poll_interval = 0.1
     spawner.status_cache = FakeCache(JobInfo(State.IDLE), share=SHARE)
-    helper = spawner.run_helper
+    submit = spawner.helper.submit
 
-    async def slow_submit(*args, stdin=None):
-        if args[0] == "submit":
-            await asyncio.sleep(1.5)
-        return await helper(*args, stdin=stdin)
+    async def slow_submit(request):
+        await asyncio.sleep(1.5)
+        return await submit(request)
 
-    spawner.run_helper = slow_submit
+    spawner.helper.submit = slow_submit
     began = time.monotonic()
     with pytest.raises(RuntimeError, match="did not start within 4 s"):
         run(spawner.start())
@@ -501,18 +503,18 @@ def test_requests_outside_the_groups_limits_are_refused(spawner, options, messag
 
 def test_a_request_within_the_limits_is_taken(spawner):
     spawner.check_options(spawner, {"profile": "physics/big", "cpus": "2", "memory": "1GB"})
-    assert spawner.session == {
-        "group": "physics",
-        "profile": "big",
-        "accounting_group": "group_physics",
-        "request_cpus": 2,
-        "request_memory_mb": 1024,
-        "request_gpus": 0,
-        "walltime": 7200,
-        "label": "big",
-    }
+    assert spawner.session == Session(
+        group="physics",
+        profile="big",
+        accounting_group="group_physics",
+        request_cpus=2,
+        request_memory_mb=1024,
+        request_gpus=0,
+        walltime=7200,
+        label="big",
+    )
     spawner.check_options(spawner, {})
-    assert spawner.session["profile"] == "small", "no profile: the first of the user's groups"
+    assert spawner.session.profile == "small", "no profile: the first of the user's groups"
 
 
 HUGE = "x" * 2**20  # a 1 MB start option
@@ -572,7 +574,7 @@ def test_oversized_start_options_are_refused_briefly_and_not_kept(spawner, optio
     db.expire_all()
     assert spawner.orm_spawner.user_options == {}, "a refused request is not kept as the server's defaults"
     assert spawner.user_options == {}
-    assert spawner.session == {}
+    assert spawner.session is None
 
 
 def test_the_form_refuses_an_oversized_option_before_jupyterhub_stores_it(spawner):
@@ -587,7 +589,7 @@ def test_options_within_the_bounds_are_taken_and_kept(spawner):
     options = {"profile": "physics/big", "cpus": " 2 ", "memory": "1.5 GiB"}
     db = stored_options(spawner, options)
     spawner.check_options(spawner, options)
-    assert (spawner.session["request_cpus"], spawner.session["request_memory_mb"]) == (2, 1536)
+    assert (spawner.session.request_cpus, spawner.session.request_memory_mb) == (2, 1536)
     db.expire_all()
     assert spawner.orm_spawner.user_options == options
     assert spawner.options_from_form({"profile": ["physics/small"], "memory": ["512 MB"]}) == {
@@ -614,7 +616,7 @@ def test_a_session_past_its_walltime_is_ended_like_a_stop(spawner, tmp_path):
     spawner.job_id = "12"
     spawner.port = 50001
     spawner.check_options(spawner, {"profile": "physics/small"})
-    spawner.session = {**spawner.session, "started": time.time() - 3601}
+    spawner.session = dataclasses.replace(spawner.session, started=time.time() - 3601)
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn1"), JobInfo(State.GONE))
     shutdowns = []
 
@@ -636,7 +638,7 @@ def test_a_session_within_its_walltime_keeps_running(spawner):
 
     spawner.job_id = "12"
     spawner.check_options(spawner, {"profile": "physics/small"})
-    spawner.session = {**spawner.session, "started": time.time() - 60}
+    spawner.session = dataclasses.replace(spawner.session, started=time.time() - 60)
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn1"))
     assert run(spawner.poll()) is None
 
@@ -647,7 +649,7 @@ def test_a_poll_during_a_walltime_stop_neither_removes_nor_records(spawner, tmp_
     spawner.job_id = "12"
     spawner.port = 50001
     spawner.check_options(spawner, {"profile": "physics/small"})
-    spawner.session = {**spawner.session, "started": time.time() - 3601}
+    spawner.session = dataclasses.replace(spawner.session, started=time.time() - 3601)
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn1"), JobInfo(State.RUNNING, host="wn1"))
     gate = asyncio.Event()
 
@@ -679,21 +681,21 @@ def running_session(spawner, tmp_path=None):
     spawner.job_id = "12"
     spawner.port = 50001
     spawner.check_options(spawner, {"profile": "physics/small"})
-    spawner.session = {**spawner.session, "started": time.time() - 60}
+    spawner.session = dataclasses.replace(spawner.session, started=time.time() - 60)
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn2"))
-    spawner.lab_exit_grace = 0
+    spawner.lab.watch.exit_grace = 0
 
 
 def test_a_short_blip_keeps_the_session_and_a_lost_node_ends_it(spawner, tmp_path):
     running_session(spawner)
-    spawner.lost_after = 45
+    spawner.lab.watch.lost_after = 45
     answers = []
 
-    async def check(host, port):
+    async def check(host, port, pinned=""):
         if answers.pop(0) == "timeout":
             raise TimeoutError("no answer")
 
-    spawner.check_identity = check
+    spawner.lab.check = check
     clock = [1000.0]
     original = time.time
     time.time = lambda: clock[0]
@@ -701,7 +703,7 @@ def test_a_short_blip_keeps_the_session_and_a_lost_node_ends_it(spawner, tmp_pat
         answers[:] = ["timeout", "ok", "timeout"]
         assert run(spawner.poll()) is None, "first silence"
         clock[0] += 30
-        assert run(spawner.poll()) is None and spawner.unreachable_since == 0, "it answered again: a blip"
+        assert run(spawner.poll()) is None and spawner.lab.watch.unreachable_since == 0, "it answered again: a blip"
         clock[0] += 10
         assert run(spawner.poll()) is None, "silent again, from now on"
         for _ in range(6):
@@ -724,10 +726,10 @@ def test_a_short_blip_keeps_the_session_and_a_lost_node_ends_it(spawner, tmp_pat
 def test_a_lab_that_died_ends_the_session_at_once(spawner):
     running_session(spawner)
 
-    async def refused(host, port):
+    async def refused(host, port, pinned=""):
         raise ConnectionRefusedError(111, "refused")
 
-    spawner.check_identity = refused
+    spawner.lab.check = refused
     assert run(spawner.poll()) == 1
     assert spawner.last_end["reason"] == "lab-died"
     assert "your lab on wn2 stopped" in spawner.last_end["message"]
@@ -735,14 +737,14 @@ def test_a_lab_that_died_ends_the_session_at_once(spawner):
 
 def test_a_lab_that_exits_is_explained_by_its_job_not_called_dead(spawner, monkeypatch):
     running_session(spawner)
-    spawner.lab_exit_grace = 8
+    spawner.lab.watch.exit_grace = 8
     held = JobInfo(State.HELD, host="wn2", hold_code=21, hold_subcode=102, hold_reason="the session used 600 MB")
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn2"), held)
 
-    async def refused(host, port):
+    async def refused(host, port, pinned=""):
         raise ConnectionRefusedError(111, "refused")
 
-    spawner.check_identity = refused
+    spawner.lab.check = refused
     clock = [1000.0]
     monkeypatch.setattr(time, "time", lambda: clock[0])
     assert run(spawner.poll()) is None, "the job still runs: the queue may not know yet"
@@ -753,12 +755,12 @@ def test_a_lab_that_exits_is_explained_by_its_job_not_called_dead(spawner, monke
 
 def test_a_lab_gone_while_its_job_runs_on_is_dead_after_the_grace(spawner, monkeypatch):
     running_session(spawner)
-    spawner.lab_exit_grace = 8
+    spawner.lab.watch.exit_grace = 8
 
-    async def refused(host, port):
+    async def refused(host, port, pinned=""):
         raise ConnectionRefusedError(111, "refused")
 
-    spawner.check_identity = refused
+    spawner.lab.check = refused
     clock = [1000.0]
     monkeypatch.setattr(time, "time", lambda: clock[0])
     assert run(spawner.poll()) is None
@@ -802,12 +804,12 @@ def test_another_startd_hold_is_not_called_memory(spawner):
 def test_how_the_last_session_ended_outlives_it_and_is_shown_on_the_form(spawner):
     running_session(spawner)
 
-    async def refused(host, port):
+    async def refused(host, port, pinned=""):
         raise ConnectionRefusedError(111, "refused")
 
-    spawner.check_identity = refused
+    spawner.lab.check = refused
     run(spawner.poll())
-    assert spawner.job_id == "" and spawner.session == {}
+    assert spawner.job_id == "" and spawner.session is None
     state = spawner.get_state()
     spawner.last_end = {}
     spawner.load_state(state)
@@ -816,7 +818,7 @@ def test_how_the_last_session_ended_outlives_it_and_is_shown_on_the_form(spawner
     form = run(spawner.get_options_form())
     assert 'id="condorlab-last-end"' in form and "your lab on wn2 stopped" in form
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn1"))
-    del spawner.check_identity
+    del spawner.lab.check
     run(start_reporting_port(spawner, 50001))
     assert spawner.last_end == {}, "a new session: the notice has been read"
 
@@ -825,7 +827,7 @@ def stop_after(spawner, tmp_path, last_activity) -> dict:
     """Stop a running session of a group with a 10-minute idle timeout; return the stop record."""
     running_session(spawner)
     spawner.user_groups = [{**USER_GROUPS[0], "idle_timeout": 600}]
-    spawner.last_activity = lambda: last_activity
+    spawner.orm_spawner = SimpleNamespace(last_activity=last_activity, user_options=None, server=None, name="")
     spawner.status_cache = FakeCache(JobInfo(State.GONE))
 
     async def shut():
@@ -854,7 +856,7 @@ def test_a_stop_of_a_used_session_is_a_plain_stop(spawner, tmp_path):
 
 
 def test_the_home_page_says_how_long_the_session_may_run(spawner):
-    from condorlab.spawner import session_ends_notice
+    from condorlab.messages import session_ends_notice
 
     assert session_ends_notice(None) is None
     assert session_ends_notice(SimpleNamespace(spawner=spawner)) is None, "no session"
@@ -868,11 +870,11 @@ def test_the_home_page_says_how_long_the_session_may_run(spawner):
 def test_two_polls_at_once_end_a_lost_session_once(spawner, tmp_path):
     running_session(spawner)
 
-    async def refused(host, port):
+    async def refused(host, port, pinned=""):
         await asyncio.sleep(0.05)
         raise ConnectionRefusedError(111, "refused")
 
-    spawner.check_identity = refused
+    spawner.lab.check = refused
 
     async def both():
         return await asyncio.gather(spawner.poll(), spawner.poll())

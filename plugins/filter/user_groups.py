@@ -48,7 +48,8 @@ description:
     C(user_groups_file) - where the normalised groups go; C(share_slot_attr),
     C(share_negotiator) - the interactive share's slot attribute and negotiator;
     C(memory_hold_subcode) - the hold subcode of a session over its memory;
-    C(accounting_map) - the access point's map of users to accounting groups).
+    C(accounting_map) - the access point's map of users to accounting groups;
+    C(hub_settings_file) - the hub's settings file; C(port_range) - the labs' default port range).
 positional: _input
 options:
   _input:
@@ -411,6 +412,8 @@ def condorlab_contract(name: str):
         "sealed_attr": contract.ATTRS.sealed,
         "memory_hold_subcode": contract.MEMORY_HOLD_SUBCODE,
         "accounting_map": membership.ACCOUNTING_MAP,
+        "hub_settings_file": contract.HUB_SETTINGS_FILE,
+        "port_range": list(contract.PORT_RANGE),
     }
     if name not in facts:
         raise AnsibleFilterError(f"condorlab_contract: {name!r} is not one of {sorted(facts)}")

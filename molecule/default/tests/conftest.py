@@ -18,7 +18,19 @@ import testinfra
 from testinfra.backend.podman import PodmanBackend
 
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+
+
+def _contract():
+    """The hub package's contract module (standard library only), from the project's sources."""
+    spec = importlib.util.spec_from_file_location("condorlab_contract", PROJECT / "hub" / "condorlab" / "contract.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 PUBLIC_CA = "/etc/condorlab/public-tls/ca.crt"
+# The hub's settings file, which the jupyterhub role writes.
+HUB_SETTINGS = _contract().HUB_SETTINGS_FILE
 TEST_USERS = ("alice", "bob", "carol")
 # The hub as a browser reaches it (chromium maps the names to the hub).
 HUB_URL = "https://hub.localhost:8443"

@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import hub_client, set_passwords, wait_for
+from conftest import HUB_SETTINGS, hub_client, set_passwords, wait_for
 
 USERS = ("alice", "bob", "carol", "erin.lee", "judy")
 
@@ -239,9 +239,7 @@ def test_orphaned_session_jobs_are_swept_and_the_hub_s_own_kept(client, hub, rep
     own = started(client, "bob")
     (kept,) = session_jobs(hub, "bob", "JobStatus == 2")
     restarts = hub.check_output("systemctl show jupyterhub -p NRestarts --value")
-    grace = int(
-        hub.check_output("grep -o -- '--grace\", \"[0-9]*' /etc/jupyterhub/jupyterhub_config.py").split('"')[-1]
-    )
+    grace = json.loads(hub.file(HUB_SETTINGS).content_string)["services"]["orphan_grace"]
     # A job as an older deployment or a lost hub database leaves it: it names a server the hub does not have.
     # It asks for no memory, so its RequestMemory is an expression (the hub must read it safely).
     orphan = hub.check_output(

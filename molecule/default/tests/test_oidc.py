@@ -7,6 +7,7 @@ import json
 
 import pytest
 from conftest import (
+    HUB_SETTINGS,
     HUB_URL,
     IDP_CA,
     IDP_HOST,
@@ -30,7 +31,7 @@ def oidc_hub(hub):
     yield hub
     back = run_playbook("playbooks/jupyterhub.yml", timeout=900)
     assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-2000:]
-    assert 'authenticator_class = "pam"' in hub.file("/etc/jupyterhub/jupyterhub_config.py").content_string
+    assert json.loads(hub.file(HUB_SETTINGS).content_string)["login"]["authenticator"] == "pam"
 
 
 def test_the_provider_publishes_its_discovery_document_over_checked_tls(hub):
@@ -82,7 +83,9 @@ def test_the_client_secret_is_kept_from_files_the_hub_account_reads(oidc_hub):
     env = hub.file("/etc/jupyterhub/oidc.env")
     assert (env.user, env.group, env.mode) == ("root", "root", 0o600)
     assert env.content_string.strip() == f"OAUTH_CLIENT_SECRET={secret}"
-    assert secret not in hub.file("/etc/jupyterhub/jupyterhub_config.py").content_string
+    settings = hub.file(HUB_SETTINGS).content_string
+    assert json.loads(settings)["login"]["authenticator"] == "oidc"
+    assert secret not in settings and secret not in hub.file("/etc/jupyterhub/jupyterhub_config.py").content_string
     assert hub.run("su -s /bin/sh jupyterhub -c 'cat /etc/jupyterhub/oidc.env'").rc != 0
     assert wait_for(lambda: hub.run("systemctl is-active jupyterhub").stdout.strip() == "active", 30)
 
