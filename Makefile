@@ -79,14 +79,14 @@ bench-busy: root ## session starts on a 100%-busy farm, share on and off: median
 lint: $(STAMP) ## yamllint, ansible-lint, ruff (no root, no podman)
 	yamllint --strict .
 	ansible-lint --offline
-	ruff check plugins tests molecule hub testbed
-	ruff format --check plugins tests molecule hub testbed
+	ruff check plugins tests molecule hub session testbed
+	ruff format --check plugins tests molecule hub session testbed
 
 # Two runs: the plugins' tests load Ansible's module machinery, the hub
 # package's tests load JupyterHub; they do not share an interpreter.
 unit: $(STAMP) ## unit tests of the plugins and the hub package (no root, no podman)
 	python -m pytest -q -p no:cacheprovider tests/unit
-	python -m pytest -q -p no:cacheprovider hub/tests
+	python -m pytest -q -p no:cacheprovider hub/tests session/tests
 
 # With CONDORLAB_PHASES set, the image, molecule's steps and each test file
 # are recorded there; testbed/phases.py table prints them (.ci/run does).

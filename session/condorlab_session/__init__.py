@@ -1,0 +1,1 @@
+"""condorlab's session job executable (wrapper.py), installed in the JupyterLab runtime on the execute nodes."""

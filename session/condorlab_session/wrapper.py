@@ -1,0 +1,257 @@
+"""condorlab-session: the executable of a condorlab session job.
+
+Runs in the job's sandbox, as the user, like any batch job:
+
+  condorlab-session SESSION_FILE SUMMARY_FILE
+
+(names given by the submit description, from the hub's contract.py). It reads
+the session's environment from SESSION_FILE and its TLS key, certificate and
+CA bundle from the files beside it (0600 files Condor transferred with the
+job; neither the API token nor the key is ever in the job's ClassAd or command
+line), picks a free port in this node's session port range (the one its
+firewall opens to the proxy) and starts the JupyterLab singleuser server
+there, serving only TLS clients with a certificate of the hub's internal CAs,
+opened in the shared area or in the transferred work directory.
+
+The port is reported to the hub (over mutual TLS) only once the lab listens
+on it and answers with this session's own certificate: a port somebody else
+took in the meantime is never reported; the lab starts again on another one.
+This process stays as the lab's parent, passes signals on to it (HTCondor's
+vacate and remove) and ends with its exit code.
+
+Its settings (Settings) come from SETTINGS_FILE in the runtime's virtualenv,
+which the singleuser role writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+# The node's settings, in the runtime's virtualenv (as Jupyter keeps its own in <prefix>/etc/jupyter).
+SETTINGS_FILE = os.path.join(sys.prefix, "etc", "condorlab", "session.json")
+# The session's TLS files, named relative to the sandbox by the hub.
+TLS_VARIABLES = ("JUPYTERHUB_SSL_KEYFILE", "JUPYTERHUB_SSL_CERTFILE", "JUPYTERHUB_SSL_CLIENT_CA")
+# The names a job submitted before the submit description named its files used.
+LEGACY_ARGUMENTS = ("session.json", "session.summary")
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the node's settings file may set."""
+
+    port_range: tuple[int, int]  # the ports this node's firewall opens to the proxy (the site's)
+    report_patience: float = 300  # how long to keep trying to report the port (the hub may be restarting)
+    boot_patience: float = 120  # how long the lab may take to listen
+    port_attempts: int = 5  # how many ports to try
+    lab_command: tuple[str, ...] = field(default=(os.path.join(sys.prefix, "bin", "jupyterhub-singleuser"),))
+
+    @classmethod
+    def load(cls, path: str = SETTINGS_FILE) -> Settings:
+        """The settings file's values over the defaults (SystemExit naming the setting if it cannot be used)."""
+        try:
+            with open(path) as handle:
+                values = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"cannot read the node's session settings {path} ({exc}); run site.yml") from None
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise SystemExit(f"{path}: unknown setting(s) {', '.join(unknown)}")
+        try:
+            low, high = (int(v) for v in values.pop("port_range"))
+        except (KeyError, TypeError, ValueError):
+            raise SystemExit(f"{path}: port_range must be [first, last]") from None
+        if not 1024 <= low <= high <= 65535:
+            raise SystemExit(f"{path}: port_range must be [first, last] within 1024-65535, not [{low}, {high}]")
+        if "lab_command" in values:
+            values["lab_command"] = tuple(values["lab_command"])
+        return cls(port_range=(low, high), **values)
+
+
+def log(message: str) -> None:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    print(f"[condorlab-session {stamp}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port(low: int, high: int) -> int:
+    """A port of the range nobody listens on now, chosen at random."""
+    candidates = list(range(low, high + 1))
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("0.0.0.0", port))  # noqa: S104 - the lab listens on every address of the node
+            except OSError:
+                continue
+            return port
+    raise SystemExit(f"no free port in {low}-{high} on {socket.gethostname()}")
+
+
+def tls_context(env: dict) -> ssl.SSLContext | None:
+    """Client context for the hub's API: its CA, and this session's certificate."""
+    if not env.get("JUPYTERHUB_SSL_CERTFILE"):
+        return None
+    context = ssl.create_default_context(cafile=env["JUPYTERHUB_SSL_CLIENT_CA"])
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(env["JUPYTERHUB_SSL_CERTFILE"], env["JUPYTERHUB_SSL_KEYFILE"])
+    return context
+
+
+def own_certificate(env: dict) -> bytes | None:
+    """This session's certificate (DER), or None without internal TLS."""
+    if not env.get("JUPYTERHUB_SSL_CERTFILE"):
+        return None
+    with open(env["JUPYTERHUB_SSL_CERTFILE"]) as handle:
+        return ssl.PEM_cert_to_DER_cert(handle.read())
+
+
+def answers_as_us(port: int, certificate: bytes | None) -> bool:
+    """Whether the lab listens on the port: with our own certificate under TLS."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
+            if certificate is None:
+                return True
+            # Only the server's certificate matters here; TLS 1.3 shows it
+            # before the server asks for ours.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.minimum_version = ssl.TLSVersion.TLSv1_3
+            with context.wrap_socket(raw) as tls:
+                return tls.getpeercert(binary_form=True) == certificate
+    except (OSError, ssl.SSLError):
+        return False
+
+
+def start_lab(
+    command: list[str], env: dict, work_dir: str, certificate: bytes | None, settings: Settings
+) -> tuple[subprocess.Popen, int]:
+    """Start the lab on a free port; return (process, port) once it answers there as this session."""
+    service_url = env.get("JUPYTERHUB_SERVICE_URL", "http://0.0.0.0:0/")
+    scheme, rest = service_url.split("://", 1)
+    path = rest.split("/", 1)[1] if "/" in rest else ""
+    for attempt in range(1, settings.port_attempts + 1):
+        port = free_port(*settings.port_range)
+        env["JUPYTERHUB_SERVICE_URL"] = f"{scheme}://0.0.0.0:{port}/{path}"
+        log(f"starting JupyterLab on {socket.gethostname()}:{port} in {work_dir} (attempt {attempt})")
+        process = subprocess.Popen(command, env=env, cwd=work_dir)  # noqa: S603 - the runtime's own command
+        deadline = time.monotonic() + settings.boot_patience
+        while process.poll() is None and time.monotonic() < deadline:
+            if answers_as_us(port, certificate):
+                return process, port
+            time.sleep(0.1)
+        if process.poll() is None:
+            process.terminate()
+            process.wait()
+        log(f"JupyterLab did not come up on port {port} (exit {process.returncode}); trying another port")
+    raise SystemExit(
+        f"JupyterLab could not start on a free port of {socket.gethostname()} in {settings.port_attempts} attempts"
+    )
+
+
+def report_port(api_url: str, token: str, port: int, context: ssl.SSLContext | None, patience: float) -> None:
+    """Tell the hub the lab's port; retry while the hub does not answer, give up at once if it refuses."""
+    request = urllib.request.Request(  # noqa: S310 - the hub's API URL, https with internal TLS
+        api_url.rstrip("/") + "/condorlab/port",
+        data=json.dumps({"port": port}).encode(),
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    deadline = time.monotonic() + patience
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with urllib.request.urlopen(request, timeout=10, context=context):  # noqa: S310
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:  # refused: this session is not wanted (any more)
+                raise SystemExit(
+                    f"the hub refused the port report: {exc.code} {exc.read().decode(errors='replace')}"
+                ) from None
+            log(f"port report attempt {attempt}: the hub answered {exc.code}")
+        except OSError as exc:
+            log(f"port report attempt {attempt} failed: {exc}")
+        if time.monotonic() > deadline:
+            raise SystemExit("could not reach the hub to report the port")
+        time.sleep(min(attempt, 5))
+
+
+def write_summary(path: str, **facts) -> None:
+    """The summary file comes back to the hub with the job, whatever happens."""
+    with open(path, "w") as summary:
+        json.dump({"host": socket.getfqdn(), **facts}, summary)
+
+
+def lab_environment(session: dict, sandbox: str) -> tuple[dict, str]:
+    """(the lab's environment, its work directory) from the session file's contents."""
+    env = dict(os.environ)
+    env.update({k: str(v) for k, v in session["env"].items()})
+    for name in TLS_VARIABLES:
+        if env.get(name) and not os.path.isabs(env[name]):
+            env[name] = os.path.join(sandbox, env[name])
+    work_dir = session["work_dir"]
+    if not os.path.isabs(work_dir):
+        work_dir = os.path.join(sandbox, work_dir)
+    runtime = os.path.join(sandbox, ".jupyter-runtime")
+    env["JUPYTER_RUNTIME_DIR"] = runtime
+    # The hub's idea of HOME may not exist on this node.
+    if not os.path.isdir(env.get("HOME", "")):
+        env["HOME"] = work_dir
+    env["PATH"] = os.path.join(sys.prefix, "bin") + ":" + env.get("PATH", "/usr/bin:/bin")
+    return env, work_dir
+
+
+def forward_signals(process: subprocess.Popen) -> None:
+    """HTCondor's vacate and remove signals reach this process: pass them on to the lab."""
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, lambda number, _frame: process.send_signal(number))
+
+
+def exit_code(code: int) -> int:
+    """The lab's exit status as a shell reports it (128 + N when signal N ended it)."""
+    return code if code >= 0 else 128 - code
+
+
+def main(argv: list[str] | None = None, settings_file: str = SETTINGS_FILE) -> None:
+    args = list(sys.argv[1:] if argv is None else argv) or list(LEGACY_ARGUMENTS)
+    if len(args) != 2:
+        raise SystemExit("usage: condorlab-session SESSION_FILE SUMMARY_FILE")
+    settings = Settings.load(settings_file)
+    sandbox = os.environ.get("_CONDOR_SCRATCH_DIR") or os.getcwd()
+    session_file, summary_file = (os.path.join(sandbox, os.path.basename(name)) for name in args)
+    os.umask(0o077)
+    write_summary(summary_file, started=time.time())
+    with open(session_file) as handle:
+        env, work_dir = lab_environment(json.load(handle), sandbox)
+    os.makedirs(work_dir, exist_ok=True)
+    os.makedirs(env["JUPYTER_RUNTIME_DIR"], exist_ok=True)
+    command = [*settings.lab_command, f"--ServerApp.root_dir={work_dir}"]
+    process, port = start_lab(command, env, work_dir, own_certificate(env), settings)
+    forward_signals(process)
+    write_summary(summary_file, port=port, work_dir=work_dir, started=time.time())
+    try:
+        report_port(
+            env["JUPYTERHUB_API_URL"], env["JUPYTERHUB_API_TOKEN"], port, tls_context(env), settings.report_patience
+        )
+    except SystemExit:
+        process.terminate()
+        process.wait()
+        raise
+    sys.exit(exit_code(process.wait()))
+
+
+if __name__ == "__main__":
+    main()
