@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from condorlab import contract, helper
 
-ROLE_FILES = Path(__file__).resolve().parents[2] / "roles" / "jupyterhub" / "files"
+SITE_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 CONFIG = {
-    "template": str(ROLE_FILES / "session.sub.j2"),
+    "template": str(SITE_TEMPLATES / "session.sub.j2"),
     "session_command": "/opt/condorlab/singleuser/bin/condorlab-session",
     "shared_area": "",
     "transfer_dir": "condorlab",
