@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ def _contract():
     """The hub package's contract module (standard library only), from the project's sources."""
     spec = importlib.util.spec_from_file_location("condorlab_contract", PROJECT / "hub" / "condorlab" / "contract.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
+import shlex
+from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import PROJECT, wait_for
 
 EXECUTE_NODES = {"wn1", "wn2"}
 USERS = ("alice", "bob", "carol")
@@ -157,6 +160,29 @@ def test_the_venv_and_the_job_helper_are_the_root_s_alone(hub):
     assert hub.file("/opt/condorlab/hub/bin/condorlab-job").content_string.startswith(
         "#!/opt/condorlab/hub/bin/python3 -I"
     )
+
+
+def installed_modules(host, python: str, package: str) -> dict[str, str]:
+    """sha256 of each module of the package as the host's interpreter imports it."""
+    code = (
+        f"import hashlib, json, pathlib, {package} as p; d = pathlib.Path(p.__file__).parent; "
+        "print(json.dumps({f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in d.glob('*.py')}))"
+    )
+    return json.loads(host.check_output(f"{python} -I -c {shlex.quote(code)}"))
+
+
+def project_modules(directory: Path) -> dict[str, str]:
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in directory.glob("*.py")}
+
+
+def test_the_hosts_run_the_project_s_modules_as_they_are(hub, execute_nodes):
+    """What site.yml installed is the project's code, every module (an upgrade included)."""
+    assert installed_modules(hub, "/opt/condorlab/hub/bin/python3", "condorlab") == project_modules(
+        PROJECT / "hub" / "condorlab"
+    )
+    for node in execute_nodes:
+        installed = installed_modules(node, "/opt/condorlab/singleuser/bin/python3", "condorlab_session")
+        assert installed == project_modules(PROJECT / "session" / "condorlab_session"), node.backend.name
 
 
 EVIL = "import os; open('/tmp/condorlab-evil-ran', 'w').write(str(os.getuid()))"
