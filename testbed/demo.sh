@@ -128,7 +128,9 @@ status() {
       podman exec "$prefix-cm" cat /etc/condorlab/idp-tls/ca.crt > "$here/.demo-idp-ca.crt"
       echo "  signed by its own CA: trust $here/.demo-idp-ca.crt in your browser too"
     fi
-    if [[ $(podman exec "$prefix-hub" grep -c generic-oauth /etc/jupyterhub/jupyterhub_config.py 2>/dev/null) -gt 0 ]]; then
+    authenticator=$(podman exec "$prefix-hub" python3 -c \
+      'import json; print(json.load(open("/etc/jupyterhub/condorlab-hub.json"))["login"]["authenticator"])' 2>/dev/null || true)
+    if [[ $authenticator == oidc ]]; then
       echo "  The hub sends users there to log in (the same logins). 'make demo' again goes back to PAM."
     else
       echo "  The hub logs users in with PAM; 'make demo LOGIN=oidc' sends them to the provider instead."

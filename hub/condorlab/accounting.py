@@ -63,13 +63,15 @@ class SessionRecorder:
         return entry
 
 
-def record_session(path: str, event: str, user: str, server: str, job: str, session, facts: dict) -> None:
-    """Append a start or stop record of a session (session.Session); a failure is logged, never fatal."""
+def record_session(path: str, event: str, user: str, server: str, job: str, session, facts: dict, log=None) -> None:
+    """Append a start or stop record of a session (session.Session); a failure is logged (to log), never fatal."""
     fields = session.accounting() if session is not None else {}
     try:
         SessionRecorder(path).record(event, user=user, server=server, job=job, **fields, **facts)
     except OSError as exc:
-        logging.getLogger("condorlab.accounting").warning("Could not record the session %s of %s: %s", event, user, exc)
+        (log or logging.getLogger("condorlab.accounting")).warning(
+            "Could not record the session %s of %s: %s", event, user, exc
+        )
 
 
 @dataclass

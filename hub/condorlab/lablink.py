@@ -152,8 +152,13 @@ class LabLink:
         path = f"{server.base_url}api/shutdown"
         try:
             if context is None:
-                request = HTTPRequest(f"http://{host}:{port}{path}", method="POST", body=b"", headers=headers)
-                await AsyncHTTPClient().fetch(request, request_timeout=10)
+                url = (
+                    f"{server.host}{path}"
+                    if isinstance(self.transport, DirectTransport)
+                    else f"http://{host}:{port}{path}"
+                )
+                request = HTTPRequest(url, method="POST", body=b"", headers=headers, request_timeout=10)
+                await AsyncHTTPClient().fetch(request)
             elif (status := await identity.post_verified(host, port, path, headers, context, pinned)) >= 400:
                 raise OSError(f"HTTP {status}")
         except Exception as exc:  # the server may already be gone, or is not this session's

@@ -23,10 +23,10 @@ class Session:
     """A checked session: the user group's profile with the requests the user chose."""
 
     group: str
-    profile: str
-    accounting_group: str
-    request_cpus: int
-    request_memory_mb: int
+    profile: str = ""
+    accounting_group: str = ""
+    request_cpus: int = 0
+    request_memory_mb: int = 0
     request_gpus: int = 0
     label: str = ""
     walltime: int = 0  # seconds, 0: none

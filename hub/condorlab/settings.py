@@ -236,7 +236,10 @@ def _spawner(c, spawner: dict) -> None:
     # (contract.HELPER_CONFIG), not the hub's.
     c.JupyterHub.spawner_class = "condorlab.spawner.CondorlabSpawner"
     for name, value in spawner.items():
-        setattr(c.CondorlabSpawner, name, tuple(value) if name == "port_range" else value)
+        # poll_interval is JupyterHub's Spawner setting: set there, a site's
+        # override of Spawner.poll_interval still replaces it.
+        section = c.Spawner if name == "poll_interval" else c.CondorlabSpawner
+        setattr(section, name, tuple(value) if name == "port_range" else value)
     c.Spawner.default_url = "/lab"
     # Logging in shows the home page; a session starts when the user asks for one.
     c.JupyterHub.redirect_to_server = False

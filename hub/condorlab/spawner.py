@@ -71,8 +71,16 @@ class CondorlabSpawner(SpawnerSettings):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.helper = HelperClient(getattr(self.user, "name", ""), self.job_helper, self.job_seal)
         self.lab = LabLink(self, DirectTransport(), policy.LabWatch(self.lost_after, self.lab_exit_grace))
+
+    @property
+    def helper(self) -> HelperClient:
+        """The job helper and the seal, as this server's user (named at each use: an admin may rename users)."""
+        return self.__dict__.get("_helper") or HelperClient(self.user.name, self.job_helper, self.job_seal)
+
+    @helper.setter
+    def helper(self, client) -> None:
+        self.__dict__["_helper"] = client
 
     @property
     def server_key(self) -> str:
@@ -144,9 +152,8 @@ class CondorlabSpawner(SpawnerSettings):
 
     def record(self, event: str, **facts) -> None:
         group = self.session.group if self.session else "-"
-        record_session(
-            self.accounting_records, event, self.user.name, self.server_key, self.job_id, self.session, facts
-        )
+        key, job = self.server_key, self.job_id
+        record_session(self.accounting_records, event, self.user.name, key, job, self.session, facts, self.log)
         if event == "stop":
             metrics.SESSION_ENDS.labels(facts.get("reason") or "stopped", group).inc()
 
@@ -260,7 +267,7 @@ class CondorlabSpawner(SpawnerSettings):
         try:
             address = await self._start()
         except Exception as exc:
-            metrics.SESSION_START_FAILURES.labels(getattr(exc, "reason", "error")).inc()
+            metrics.SESSION_START_FAILURES.labels(exc.reason if isinstance(exc, StartFailed) else "error").inc()
             raise
         metrics.SESSION_START_SECONDS.labels(self.session.group).observe(time.monotonic() - began)
         return address

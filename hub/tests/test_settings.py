@@ -63,7 +63,7 @@ def test_the_hub_is_configured_from_the_settings_file(site, tmp_path):
     assert c.PAMAuthenticator.allowed_groups == {"physics", "astro"}
     assert c.JupyterHub.spawner_class == "condorlab.spawner.CondorlabSpawner"
     assert c.CondorlabSpawner.port_range == (50000, 50099)
-    assert (c.CondorlabSpawner.poll_interval, c.CondorlabSpawner.lost_after) == (7, 20)
+    assert (c.Spawner.poll_interval, c.CondorlabSpawner.lost_after) == (7, 20)
     assert (jobs.shared_cache.max_age, jobs.shared_cache.reschedule_after, jobs.shared_cache.avoid_for) == (
         1.5,
         20,

@@ -884,3 +884,30 @@ def test_two_polls_at_once_end_a_lost_session_once(spawner, tmp_path):
     assert [c[0] for c in spawner.calls].count(("remove", "12")) == 1, spawner.calls
     stops = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
     assert [s["reason"] for s in stops] == ["lab-died"]
+
+
+def test_without_internal_tls_the_shutdown_reaches_the_lab(spawner):
+    """A hub without internal TLS still asks the lab to shut down (so its files come back), on the server's URL."""
+    import http.server
+    import threading
+
+    posts = []
+
+    class Lab(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            posts.append((self.path, self.headers["Authorization"]))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Lab)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_port
+        target = SimpleNamespace(host=f"http://127.0.0.1:{port}", ip="127.0.0.1", port=port, base_url="/user/alice/")
+        assert run(spawner.lab.shutdown(target, lambda: "tok", "")) is True
+    finally:
+        server.shutdown()
+    assert posts == [("/user/alice/api/shutdown", "token tok")]

@@ -207,6 +207,8 @@ def lab_environment(session: dict, sandbox: str) -> tuple[dict, str]:
         work_dir = os.path.join(sandbox, work_dir)
     runtime = os.path.join(sandbox, ".jupyter-runtime")
     env["JUPYTER_RUNTIME_DIR"] = runtime
+    os.makedirs(work_dir, exist_ok=True)
+    os.makedirs(runtime, exist_ok=True)
     # The hub's idea of HOME may not exist on this node.
     if not os.path.isdir(env.get("HOME", "")):
         env["HOME"] = work_dir
@@ -229,15 +231,13 @@ def main(argv: list[str] | None = None, settings_file: str = SETTINGS_FILE) -> N
     args = list(sys.argv[1:] if argv is None else argv) or list(LEGACY_ARGUMENTS)
     if len(args) != 2:
         raise SystemExit("usage: condorlab-session SESSION_FILE SUMMARY_FILE")
-    settings = Settings.load(settings_file)
     sandbox = os.environ.get("_CONDOR_SCRATCH_DIR") or os.getcwd()
     session_file, summary_file = (os.path.join(sandbox, os.path.basename(name)) for name in args)
     os.umask(0o077)
-    write_summary(summary_file, started=time.time())
+    write_summary(summary_file, started=time.time())  # first: the job's output is there whatever happens
+    settings = Settings.load(settings_file)
     with open(session_file) as handle:
         env, work_dir = lab_environment(json.load(handle), sandbox)
-    os.makedirs(work_dir, exist_ok=True)
-    os.makedirs(env["JUPYTER_RUNTIME_DIR"], exist_ok=True)
     command = [*settings.lab_command, f"--ServerApp.root_dir={work_dir}"]
     process, port = start_lab(command, env, work_dir, own_certificate(env), settings)
     forward_signals(process)

@@ -194,28 +194,52 @@ def test_the_node_s_settings_are_read_and_checked(tmp_path):
 # ---- ports ------------------------------------------------------------------
 
 
+def three_free_ports() -> int:
+    """The first of three consecutive ports nobody listens on."""
+    for _ in range(50):
+        (first,) = free_ports(1)
+        if first + 2 <= 65535 and all(_free(port) for port in (first + 1, first + 2)):
+            return first
+    raise AssertionError("no three consecutive free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
 def test_a_free_port_is_one_nobody_listens_on():
-    ports = free_ports(3)
-    low, high = min(ports), max(ports)
+    low = three_free_ports()
     held = []
-    for port in range(low, high + 1):
-        if port != ports[1]:
-            s = socket.socket()
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                s.close()
-                continue
-            held.append(s)
     try:
-        assert wrapper.free_port(low, high) == ports[1]
+        for port in (low, low + 2):
+            held.append(socket.socket())
+            held[-1].bind(("0.0.0.0", port))
+        assert wrapper.free_port(low, low + 2) == low + 1
         held.append(socket.socket())
-        held[-1].bind(("0.0.0.0", ports[1]))
-        with pytest.raises(SystemExit, match=f"no free port in {low}-{high}"):
-            wrapper.free_port(low, high)
+        held[-1].bind(("0.0.0.0", low + 1))
+        with pytest.raises(SystemExit, match=f"no free port in {low}-{low + 2}"):
+            wrapper.free_port(low, low + 2)
     finally:
         for s in held:
             s.close()
+
+
+def test_the_summary_is_written_even_when_the_node_s_settings_are_missing(tmp_path):
+    (tmp_path / "session.json").write_text("{}")
+    env = {**os.environ, "_CONDOR_SCRATCH_DIR": str(tmp_path)}
+    code = (
+        "from condorlab_session import wrapper; "
+        f"wrapper.main(['session.json', 'session.summary'], {str(tmp_path / 'missing.json')!r})"
+    )
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(wrapper.__file__))
+    job = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)
+    assert job.returncode == 1 and "run site.yml" in job.stderr
+    assert "started" in json.loads((tmp_path / "session.summary").read_text()), "HTCondor finds its output file"
 
 
 def test_the_lab_is_reported_only_once_it_listens(tmp_path):
