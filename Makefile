@@ -79,8 +79,8 @@ bench-busy: root ## session starts on a 100%-busy farm, share on and off: median
 lint: $(STAMP) ## yamllint, ansible-lint, ruff (no root, no podman)
 	yamllint --strict .
 	ansible-lint --offline
-	ruff check plugins tests molecule hub session testbed
-	ruff format --check plugins tests molecule hub session testbed
+	ruff check plugins tests molecule hub session testbed roles
+	ruff format --check plugins tests molecule hub session testbed roles
 
 # Two runs: the plugins' tests load Ansible's module machinery, the hub
 # package's tests load JupyterHub; they do not share an interpreter.
