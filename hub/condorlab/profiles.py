@@ -10,7 +10,6 @@ the contract's, the same the job helper makes again.
 
 from __future__ import annotations
 
-import asyncio
 import html
 import re
 import time
@@ -132,30 +131,3 @@ def form_html(available: list[tuple[dict, dict]], share=None) -> str:
   <input class="form-control" id="condorlab-memory" name="memory" type="text" placeholder="the profile's">
 </div>
 """
-
-
-def options_of_form(formdata: dict) -> dict:
-    """The form's (or the /hub/spawn query's) options, or OptionsError before JupyterHub stores them if too long."""
-    options = {}
-    for key in OPTION_KEYS:
-        value = (formdata.get(key) or [""])[0].strip()
-        if value:
-            options[key] = value
-    return check_bounds(options)
-
-
-async def options_form(spawner) -> str:
-    """The spawner's options form: the user's profiles, and which of them could start now.
-
-    The share's state is this cycle's; a schedd or collector that does not
-    answer within the spawner's form_status_timeout does not hold the form up
-    (the query goes on for the next page).
-    """
-    available = contract.choices(spawner.groups(), spawner.unix_groups())
-    notice = last_end_notice(spawner.last_end)
-    try:
-        await asyncio.wait_for(asyncio.shield(spawner.status_cache.refresh()), timeout=spawner.form_status_timeout)
-    except TimeoutError:
-        spawner.log.info("The share's state is not known within %s s; the form shows none", spawner.form_status_timeout)
-        return notice + form_html(available, None)
-    return notice + form_html(available, spawner.status_cache.share)

@@ -3,7 +3,7 @@
 The spawner orchestrates; each concern is a room of its own:
 
 - session.py: the session record (what was asked and checked, what was learned);
-- profiles.py: the options form and the start request, checked against the user's groups;
+- options.py, profiles.py: the options form and the start request, checked against the user's groups;
 - helperclient.py: the job helper (submit, remove, clean as the user) and the seal (as root);
 - jobs.py: the job's state from one shared schedd query per cycle;
 - lablink.py: the lab's identity (pinned certificates), health check, shutdown and transport;
@@ -20,11 +20,9 @@ import asyncio
 import time
 
 from batchspawner import JobStatus
-from sqlalchemy.orm import object_session
-from tornado import web
 from traitlets import Any, Dict, Unicode, default
 
-from . import contract, identity, messages, metrics, policy, profiles
+from . import contract, identity, messages, metrics, options, policy
 from .accounting import record_session
 from .helperclient import HelperClient
 from .jobs import JobInfo, State, shared_cache, wait_gone
@@ -63,11 +61,15 @@ class CondorlabSpawner(SpawnerSettings):
 
     @default("options_form")
     def _options_form_default(self):
-        return profiles.options_form
+        return options.options_form
+
+    @default("options_from_form")
+    def _options_from_form_default(self):
+        return options.options_from_form
 
     @default("apply_user_options")
     def _apply_user_options_default(self):
-        return CondorlabSpawner.check_options
+        return options.apply_user_options
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -104,27 +106,6 @@ class CondorlabSpawner(SpawnerSettings):
 
     def groups(self) -> list[dict]:
         return list(self.user_groups) or contract.load_user_groups(self.user_groups_file)
-
-    def options_from_form(self, formdata: dict) -> dict:
-        try:
-            return profiles.options_of_form(formdata)
-        except profiles.OptionsError as exc:
-            raise web.HTTPError(400, f"Cannot start this session: {exc}") from None
-
-    @staticmethod
-    def check_options(spawner: CondorlabSpawner, user_options: dict) -> None:
-        """Take the session the user asked for, or refuse it (400) and forget the options JupyterHub stored."""
-        try:
-            values = profiles.resolve(spawner.groups(), spawner.unix_groups(), dict(user_options or {}))
-        except profiles.OptionsError as exc:
-            spawner.user_options = {}
-            orm = spawner.orm_spawner
-            if orm is not None and orm.user_options:
-                orm.user_options = {}
-                if object_session(orm) is not None:
-                    object_session(orm).commit()
-            raise web.HTTPError(400, f"Cannot start this session: {exc}") from None
-        spawner.session = Session.from_dict(values)
 
     # ---- state ----------------------------------------------------------------
 
@@ -188,7 +169,7 @@ class CondorlabSpawner(SpawnerSettings):
     async def submit_batch_script(self) -> str:
         key = self.server_key  # refuses a server name outside the contract
         if not self.session:
-            self.check_options(self, self.user_options)
+            options.apply_user_options(self, self.user_options)
         env = {k: str(v) for k, v in self.get_env().items()}
         avoid = self.status_cache.avoided_nodes()
         request = contract.submit_request(key, env, self.session.request(), self.tls_files, avoid)

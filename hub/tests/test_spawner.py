@@ -11,6 +11,7 @@ import pytest
 from condorlab import handlers, identity
 from condorlab.helperclient import HelperClient
 from condorlab.jobs import JobInfo, ShareSlot, ShareView, State
+from condorlab.options import apply_user_options, options_from_form
 from condorlab.session import Session
 from condorlab.spawner import CondorlabSpawner
 from jupyterhub.apihandlers import default_handlers
@@ -190,7 +191,7 @@ def test_a_start_makes_the_user_a_member_of_the_session_s_group_only(spawner):
     synced = []
     spawner.user.sync_groups = synced.append
     spawner.status_cache = FakeCache(JobInfo(State.IDLE), JobInfo(State.RUNNING, host="wn1"))
-    spawner.check_options(spawner, {"profile": "physics/small"})
+    apply_user_options(spawner, {"profile": "physics/small"})
     run(start_reporting_port(spawner, 50003))
     assert synced == [["physics"]], "only the physics culler may end this session"
 
@@ -201,7 +202,7 @@ def metric(name, **labels):
 
 def test_a_start_is_measured(spawner):
     spawner.status_cache = FakeCache(JobInfo(State.IDLE), JobInfo(State.RUNNING, host="wn1"))
-    spawner.check_options(spawner, {"profile": "physics/small"})
+    apply_user_options(spawner, {"profile": "physics/small"})
     starts = metric("condorlab_session_start_seconds_count", group="physics")
     waits = metric("condorlab_session_queue_wait_seconds_count", group="physics")
     run(start_reporting_port(spawner, 50003))
@@ -299,7 +300,7 @@ def test_tls_files_travel_with_the_job_and_never_touch_the_hub_s_disk(spawner, c
     spawner.user.settings = {"subdomain_host": "https://hub.example.org"}
     spawner.user.domain = "alice.hub.example.org"
     before = sorted(p.name for p in ca_store.rglob("*"))
-    spawner.check_options(spawner, {})  # JupyterHub applies the options before it asks for certificates
+    apply_user_options(spawner, {})  # JupyterHub applies the options before it asks for certificates
     paths = run(spawner.create_certs())
     moved = run(spawner.move_certs(paths))
     assert moved == {"keyfile": "session-tls.key", "certfile": "session-tls.crt", "cafile": "session-ca.crt"}
@@ -476,7 +477,8 @@ def test_a_given_up_start_forgets_the_job(spawner):
 
 
 def test_form_data_becomes_options(spawner):
-    assert spawner.options_from_form({"profile": ["physics/big"], "cpus": ["2"], "memory": [""]}) == {
+    """As JupyterHub's form page and /hub/spawn query call the spawner's hook."""
+    assert spawner.run_options_from_form({"profile": ["physics/big"], "cpus": ["2"], "memory": [""]}) == {
         "profile": "physics/big",
         "cpus": "2",
     }
@@ -496,13 +498,13 @@ def test_requests_outside_the_groups_limits_are_refused(spawner, options, messag
     from tornado import web
 
     with pytest.raises(web.HTTPError) as refused:
-        spawner.check_options(spawner, options)
+        apply_user_options(spawner, options)
     assert refused.value.status_code == 400
     assert message in refused.value.log_message
 
 
 def test_a_request_within_the_limits_is_taken(spawner):
-    spawner.check_options(spawner, {"profile": "physics/big", "cpus": "2", "memory": "1GB"})
+    apply_user_options(spawner, {"profile": "physics/big", "cpus": "2", "memory": "1GB"})
     assert spawner.session == Session(
         group="physics",
         profile="big",
@@ -513,7 +515,7 @@ def test_a_request_within_the_limits_is_taken(spawner):
         walltime=7200,
         label="big",
     )
-    spawner.check_options(spawner, {})
+    apply_user_options(spawner, {})
     assert spawner.session.profile == "small", "no profile: the first of the user's groups"
 
 
@@ -567,7 +569,7 @@ def test_oversized_start_options_are_refused_briefly_and_not_kept(spawner, optio
 
     db = stored_options(spawner, options)
     with pytest.raises(web.HTTPError) as refused:
-        spawner.check_options(spawner, options)
+        apply_user_options(spawner, options)
     message = assert_short_refusal(refused)
     assert message.startswith("Cannot start this session: ")
     assert expected in message
@@ -581,18 +583,18 @@ def test_the_form_refuses_an_oversized_option_before_jupyterhub_stores_it(spawne
     from tornado import web
 
     with pytest.raises(web.HTTPError) as refused:
-        spawner.options_from_form({"profile": [HUGE], "cpus": ["2"]})
+        options_from_form({"profile": [HUGE], "cpus": ["2"]})
     assert "profile 'xxxx" in assert_short_refusal(refused)
 
 
 def test_options_within_the_bounds_are_taken_and_kept(spawner):
     options = {"profile": "physics/big", "cpus": " 2 ", "memory": "1.5 GiB"}
     db = stored_options(spawner, options)
-    spawner.check_options(spawner, options)
+    apply_user_options(spawner, options)
     assert (spawner.session.request_cpus, spawner.session.request_memory_mb) == (2, 1536)
     db.expire_all()
     assert spawner.orm_spawner.user_options == options
-    assert spawner.options_from_form({"profile": ["physics/small"], "memory": ["512 MB"]}) == {
+    assert options_from_form({"profile": ["physics/small"], "memory": ["512 MB"]}) == {
         "profile": "physics/small",
         "memory": "512 MB",
     }
@@ -615,7 +617,7 @@ def test_a_session_past_its_walltime_is_ended_like_a_stop(spawner, tmp_path):
 
     spawner.job_id = "12"
     spawner.port = 50001
-    spawner.check_options(spawner, {"profile": "physics/small"})
+    apply_user_options(spawner, {"profile": "physics/small"})
     spawner.session = dataclasses.replace(spawner.session, started=time.time() - 3601)
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn1"), JobInfo(State.GONE))
     shutdowns = []
@@ -637,7 +639,7 @@ def test_a_session_within_its_walltime_keeps_running(spawner):
     import time
 
     spawner.job_id = "12"
-    spawner.check_options(spawner, {"profile": "physics/small"})
+    apply_user_options(spawner, {"profile": "physics/small"})
     spawner.session = dataclasses.replace(spawner.session, started=time.time() - 60)
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn1"))
     assert run(spawner.poll()) is None
@@ -648,7 +650,7 @@ def test_a_poll_during_a_walltime_stop_neither_removes_nor_records(spawner, tmp_
 
     spawner.job_id = "12"
     spawner.port = 50001
-    spawner.check_options(spawner, {"profile": "physics/small"})
+    apply_user_options(spawner, {"profile": "physics/small"})
     spawner.session = dataclasses.replace(spawner.session, started=time.time() - 3601)
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn1"), JobInfo(State.RUNNING, host="wn1"))
     gate = asyncio.Event()
@@ -680,7 +682,7 @@ def test_a_poll_during_a_walltime_stop_neither_removes_nor_records(spawner, tmp_
 def running_session(spawner, tmp_path=None):
     spawner.job_id = "12"
     spawner.port = 50001
-    spawner.check_options(spawner, {"profile": "physics/small"})
+    apply_user_options(spawner, {"profile": "physics/small"})
     spawner.session = dataclasses.replace(spawner.session, started=time.time() - 60)
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn2"))
     spawner.lab.watch.exit_grace = 0
