@@ -39,6 +39,10 @@ class DirectTransport:
         """Where the hub and the proxy connect to reach the lab on host:port."""
         return host, port
 
+    def url(self, server, path: str) -> str:
+        """The plain-HTTP URL of a path of the lab (without internal TLS): the server's own address."""
+        return f"{server.host}{path}"
+
 
 def name_covers(alt_name: str, host: str) -> bool:
     """Whether a subjectAltName entry ("DNS:wn1.example.org", "DNS:*.example.org") names host."""
@@ -152,11 +156,7 @@ class LabLink:
         path = f"{server.base_url}api/shutdown"
         try:
             if context is None:
-                url = (
-                    f"{server.host}{path}"
-                    if isinstance(self.transport, DirectTransport)
-                    else f"http://{host}:{port}{path}"
-                )
+                url = self.transport.url(server, path)
                 request = HTTPRequest(url, method="POST", body=b"", headers=headers, request_timeout=10)
                 await AsyncHTTPClient().fetch(request)
             elif (status := await identity.post_verified(host, port, path, headers, context, pinned)) >= 400:

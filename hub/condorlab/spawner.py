@@ -263,12 +263,14 @@ class CondorlabSpawner(SpawnerSettings):
             self.server.port = 0
         await self.submit_batch_script()
         self.join_cull_group()
-        submitted, force = time.monotonic(), True  # the first look is fresh: the shared view predates the job
+        submitted, waited = time.monotonic(), False
+        force = True  # the first look is fresh: the shared view predates the job
         while True:  # until the job runs and its lab reports a port; a job that dies or is held fails at once
             status = await self.query_job_status(force=force)
-            if status == JobStatus.RUNNING and force is not None:
+            force = False
+            if status == JobStatus.RUNNING and not waited:
                 metrics.SESSION_QUEUE_WAIT_SECONDS.labels(self.session.group).observe(time.monotonic() - submitted)
-                force = None
+                waited = True
             if status == JobStatus.NOTFOUND:
                 error = messages.start_failure(self.job_id, self.job_info, self.session, self.server_key)
                 await self._abandon()
@@ -279,7 +281,6 @@ class CondorlabSpawner(SpawnerSettings):
                 why = self.pending_message() or f"Session job {self.job_id} runs but its lab did not report a port"
                 await self._abandon()
                 raise StartFailed(f"The session did not start within {self.start_timeout} s. {why}.", "timeout")
-            force = force and False
             await asyncio.sleep(self.startup_poll_interval)
         self.ip = self.state_gethost()
         if not self.lab.covers(self.ip):
@@ -361,8 +362,10 @@ class CondorlabSpawner(SpawnerSettings):
             self.clear_state()
             return 0
         problem = None
-        if status in (JobStatus.PENDING, JobStatus.RUNNING) and policy.tampered(self.session, self.job_info):
-            changed = policy.tampered(self.session, self.job_info)
+        changed = (
+            policy.tampered(self.session, self.job_info) if status in (JobStatus.PENDING, JobStatus.RUNNING) else ""
+        )
+        if changed:
             problem = "changed", f"its job was changed after submission ({changed}); the session was ended"
         elif status == JobStatus.RUNNING:
             problem = await self.lab_lost()
