@@ -58,6 +58,23 @@ def pytest_sessionfinish(session):
         _FILE_SECONDS.clear()  # written once, however often the hook is registered
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries what the hub and its proxy logged meanwhile."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        since = int(report.duration) + 30
+        command = (
+            f"journalctl -u jupyterhub -u condorlab-proxy --since -{since}s --no-pager -o short-precise | tail -n 150"
+        )
+        try:
+            journal = _host("hub").run(command).stdout
+        except Exception as error:  # the hub's container may be the one the test broke
+            journal = f"(no journal: {error})"
+        report.sections.append(("the hub's journal during the test", journal))
+
+
 def _load_connection_plugin():
     """The test bed's podman connection plugin, whose container_entry the hosts below use too."""
     path = PROJECT / "testbed" / "connection_plugins" / "podman.py"
