@@ -4,7 +4,10 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import json
+import posixpath
 import re
 
 from ansible.errors import AnsibleFilterError
@@ -239,6 +242,42 @@ def firewall_nft_rules(rules, hostvars) -> list[str]:
     return lines
 
 
+def firewall_fragment(rules, hostvars) -> dict:
+    """One role's rules as a host keeps them (a fragment file): the nftables rule lines, the
+    hosts they name by their names and the sets of those hosts' addresses (firewall_host_sets)."""
+    return {"rules": firewall_nft_rules(rules, hostvars), **firewall_host_sets(rules, hostvars)}
+
+
+def firewall_assemble(read, kept, current=None) -> dict:
+    """The ruleset's parts from a host's fragments, in the order of ``kept`` (the names it keeps).
+
+    ``read`` are the results of slurping the fragment files (<name>.json);
+    ``current`` ({name: fragment}) takes the place of a file, as check mode
+    needs. Two fragments must not make the same set.
+    """
+    fragments = {}
+    for result in read or []:
+        if "content" in result:
+            name = posixpath.splitext(posixpath.basename(result["item"]))[0]
+            fragments[name] = json.loads(base64.b64decode(result["content"]))
+    fragments.update(current or {})
+    names = [name for name in kept if name in fragments]
+    rules, hosts, sets, owner = [], {}, [], {}
+    for name in names:
+        fragment = fragments[name]
+        for pair in fragment.get("sets", []):
+            if pair["v4"] in owner:
+                raise AnsibleFilterError(
+                    f"firewall_assemble: the rules of {owner[pair['v4']]} and of {name} both make the set "
+                    f"{pair['v4'][:-3]}; give one of these rules another comment"
+                )
+            owner[pair["v4"]] = name
+            sets.append(pair)
+        hosts.update(fragment.get("hosts", {}))
+        rules.extend(fragment.get("rules", []))
+    return {"fragments": names, "rules": rules, "hosts": hosts, "sets": sets}
+
+
 def firewall_rule_errors(rules) -> list[str]:
     """The problems of a list of rules, checked before any host is known (host names are taken as they are)."""
     if not isinstance(rules, (list, tuple)):
@@ -258,5 +297,7 @@ class FilterModule:
             "firewall_nft_rules": firewall_nft_rules,
             "firewall_host_sets": firewall_host_sets,
             "firewall_rule_errors": firewall_rule_errors,
+            "firewall_fragment": firewall_fragment,
+            "firewall_assemble": firewall_assemble,
             "firewall_dns_name_errors": firewall_dns_name_errors,
         }

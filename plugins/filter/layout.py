@@ -35,7 +35,7 @@ EXAMPLES = r"""
     msg: "{{ condorlab_layout | condorlab_roles_on(group_names) }}"
   # on an execute node: ['local_users', 'ca_trust', 'firewall', 'htcondor', 'singleuser']
 - ansible.builtin.debug:
-    msg: "{{ groups['condor_execute'] | condorlab_share_nodes(hostvars) | length > 0 }}"
+    msg: "{{ condorlab_hosts.execute_nodes | condorlab_share_nodes(hostvars) | length > 0 }}"
   # true when any execute node keeps an interactive share
 """
 
@@ -83,6 +83,17 @@ def condorlab_share_nodes(hosts, hostvars) -> list[str]:
     return nodes
 
 
+def condorlab_hosts_of(group_of, groups) -> dict[str, list[str]]:
+    """Each part of the site (central_managers, access_points, ...) -> the hosts of its inventory group."""
+    if not isinstance(group_of, dict) or not isinstance(groups, dict):
+        raise AnsibleFilterError("condorlab_hosts_of: expected the parts' groups and Ansible's groups, as mappings")
+    return {part: list(groups.get(group, [])) for part, group in group_of.items()}
+
+
 class FilterModule:
     def filters(self):
-        return {"condorlab_roles_on": condorlab_roles_on, "condorlab_share_nodes": condorlab_share_nodes}
+        return {
+            "condorlab_roles_on": condorlab_roles_on,
+            "condorlab_share_nodes": condorlab_share_nodes,
+            "condorlab_hosts_of": condorlab_hosts_of,
+        }

@@ -72,15 +72,19 @@ def _check_types(name: str, *values) -> None:
         raise AnsibleFilterError(f"{name}: expected a mapping, got {', '.join(type(v).__name__ for v in values)}")
 
 
-def condorlab_inventory_errors(groups) -> list[str]:
-    _check_types("condorlab_inventory_errors", groups)
+def condorlab_inventory_errors(hosts, group_of) -> list[str]:
+    """The site's parts that need hosts: ``hosts`` is condorlab_hosts, ``group_of`` names each part's
+    inventory group (condorlab_host_groups, playbooks/vars/layout.yml)."""
+    _check_types("condorlab_inventory_errors", hosts, group_of)
     errors = []
-    if not groups.get("condor_execute"):
-        errors.append("inventory group condor_execute is empty; add the execute nodes that will run sessions")
-    hubs = list(groups.get("jupyterhub", []))
+    if not hosts.get("execute_nodes"):
+        errors.append(
+            f"inventory group {group_of['execute_nodes']} is empty; add the execute nodes that will run sessions"
+        )
+    hubs = list(hosts.get("access_points", []))
     if len(hubs) != 1:
         errors.append(
-            f"inventory group jupyterhub has {len(hubs)} hosts ({', '.join(hubs) or 'none'}); "
+            f"inventory group {group_of['access_points']} has {len(hubs)} hosts ({', '.join(hubs) or 'none'}); "
             "put exactly one host (the hub and access point) in it"
         )
     return errors
@@ -190,12 +194,12 @@ def directory_errors(settings) -> list[str]:
     base = settings.get("base_dn")
     if not isinstance(base, str) or not BASE_DN.match(base):
         errors.append(
-            f"directory_base_dn is {base!r}; set it to the directory's naming context in dc= parts only, "
+            f"condorlab_directory_base_dn is {base!r}; set it to the directory's naming context in dc= parts only, "
             "e.g. dc=example,dc=org"
         )
     reader = settings.get("reader_dn")
     if isinstance(base, str) and base and (not isinstance(reader, str) or not reader.endswith("," + base)):
-        errors.append(f"directory_reader_dn is {reader!r}; put the reader account under {base}")
+        errors.append(f"condorlab_directory_reader_dn is {reader!r}; put the reader account under {base}")
     users = settings.get("users") or []
     errors += _accounts_errors("directory_users", "directory_groups", users, settings.get("groups"))
     known = {group.get("name") for group in settings.get("groups") or [] if isinstance(group, dict)}
@@ -211,13 +215,13 @@ def directory_errors(settings) -> list[str]:
     return errors
 
 
-def htcondor_settings_errors(settings, groups) -> list[str]:
-    _check_types("htcondor_settings_errors", settings, groups)
+def htcondor_settings_errors(settings, hosts, group_of) -> list[str]:
+    _check_types("htcondor_settings_errors", settings, hosts, group_of)
     errors = []
-    cms = list(groups.get("condor_central_manager", []))
+    cms = list(hosts.get("central_managers", []))
     if settings.get("manage_pool", True) and len(cms) != 1:
         errors.append(
-            f"inventory group condor_central_manager has {len(cms)} hosts ({', '.join(cms) or 'none'}); "
+            f"inventory group {group_of['central_managers']} has {len(cms)} hosts ({', '.join(cms) or 'none'}); "
             "put exactly one host in it, or set htcondor_manage_pool: false to use an existing pool"
         )
     return errors + _domain_errors(settings) + _key_errors(settings)

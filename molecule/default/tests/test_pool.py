@@ -1,13 +1,21 @@
-"""The HTCondor pool: daemons per role, IDTOKENS, and a user's job on an execute node."""
+"""The HTCondor pool: daemons per role, each host's firewall, IDTOKENS, and a user's job on an execute node."""
 
 from __future__ import annotations
 
 import json
 import textwrap
 
-from conftest import wait_for
+from conftest import run_playbook, wait_for
 
 EXECUTE_NODES = {"wn1", "wn2"}
+FRAGMENTS = "/etc/condorlab-firewall/rules.d"
+# The roles with inbound ports that the layout puts on each host, and the firewall's own fragment.
+HOST_FRAGMENTS = {
+    "cm": {"base", "htcondor", "node_exporter", "prometheus", "directory", "identity_provider"},
+    "hub": {"base", "htcondor", "jupyterhub", "node_exporter"},
+    "wn1": {"base", "htcondor", "singleuser", "node_exporter"},
+    "wn2": {"base", "htcondor", "singleuser", "node_exporter"},
+}
 
 
 def daemons(host) -> set[str]:
@@ -26,6 +34,30 @@ def test_each_host_runs_the_daemons_of_its_role(cm, hub, execute_nodes):
         running = daemons(node)
         assert "condor_startd" in running
         assert not running & {"condor_schedd", "condor_collector", "condor_negotiator"}
+
+
+def fragments(host) -> set[str]:
+    return {name.removesuffix(".json") for name in host.check_output(f"ls {FRAGMENTS}").split()}
+
+
+def test_each_host_s_firewall_opens_the_ports_of_its_roles_only_and_forgets_a_role_it_no_longer_runs(
+    cm, hub, execute_nodes
+):
+    hosts = {"cm": cm, "hub": hub, "wn1": execute_nodes[0], "wn2": execute_nodes[1]}
+    for name, host in hosts.items():
+        assert fragments(host) == HOST_FRAGMENTS[name], name
+    # Prometheus's rules left on wn1, as after a layout that put it there: the firewall play drops them.
+    wn1 = hosts["wn1"]
+    stale = json.dumps({"rules": ['tcp dport { 9999 } accept comment "left over"'], "hosts": {}, "sets": []})
+    wn1.check_output(f"echo '{stale}' > {FRAGMENTS}/prometheus.json")
+    try:
+        run = run_playbook("playbooks/firewall.yml", "--limit", "wn1")
+        assert run.returncode == 0, run.stdout[-3000:]
+        assert fragments(wn1) == HOST_FRAGMENTS["wn1"]
+        ruleset = wn1.check_output("nft list chain inet condorlab input")
+        assert "left over" not in ruleset and "9618" in ruleset and "JupyterLab sessions" in ruleset
+    finally:
+        wn1.run(f"rm -f {FRAGMENTS}/prometheus.json")
 
 
 def test_collector_lists_the_slots_of_both_execute_nodes(cm):

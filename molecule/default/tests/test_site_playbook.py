@@ -40,12 +40,17 @@ def recap(output: str) -> dict[str, dict[str, int]]:
             "uid 2001 is also the uid of alice",
         ),
         ('{"htcondor_host_roles": ["scheduler"]}', "value of htcondor_host_roles must be one or more of"),
-        ("directory_base_dn=o=condorlab", "directory_base_dn is 'o=condorlab'; set it to the directory's naming"),
-        ("sssd_ldap_uri=ldap://cm", 'sssd_ldap_uri is "ldap://cm"'),
         (
-            '{"jupyterhub_authenticator": "oidc", "jupyterhub_oidc": {"client_id": "condorlab-hub", '
+            "condorlab_directory_base_dn=o=condorlab",
+            "condorlab_directory_base_dn is 'o=condorlab'; set it to the directory's naming",
+        ),
+        ("condorlab_directory_uri=ldap://cm", 'the directory is "ldap://cm" (condorlab_directory_uri)'),
+        # A shared fact set under a role's own name, as before it was the site's.
+        ('{"jupyterhub_session_port_range": [40000, 40100]}', "sets jupyterhub_session_port_range, which the plays"),
+        (
+            '{"jupyterhub_authenticator": "oidc", "condorlab_oidc": {"client_id": "condorlab-hub", '
             '"issuer": "http://idp", "callback_url": "https://hub.localhost:8443/hub/oauth_callback"}}',
-            "jupyterhub_authenticator is oidc but jupyterhub_oidc lacks client_id, an https:// issuer",
+            "jupyterhub_authenticator is oidc but condorlab_oidc lacks client_id, an https:// issuer",
         ),
         (
             '{"directory_users": [{"name": "zed", "uid": 2099, "groups": ["nope"]}]}',
@@ -57,7 +62,6 @@ def recap(output: str) -> dict[str, dict[str, int]]:
             '{"firewall_rules": [{"comment": "db", "proto": "tcp", "ports": [70000], "sources": ["any"]}]}',
             "rule 'db': port 70000 is not a port number",
         ),
-        ('{"jupyterhub_session_port_range": [40000, 40100]}', "accepts jupyterhub_session_port_range"),
         # Labs under the hub's own registrable domain could toss cookies to the hub.
         ("jupyterhub_labs_domain=labs.hub.localhost", "a registrable domain apart from the hub"),
         ('{"firewall_dns_name": "wn 1"}', "firewall_dns_name 'wn 1' is not a DNS name"),

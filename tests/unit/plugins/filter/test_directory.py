@@ -59,9 +59,15 @@ def test_good_directory_settings():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"base_dn": ""}, "directory_base_dn is ''; set it to the directory's naming context in dc= parts only"),
-        ({"base_dn": "o=condorlab,c=de"}, "directory_base_dn is 'o=condorlab,c=de'"),
-        ({"reader_dn": "cn=sssd,dc=other"}, "directory_reader_dn is 'cn=sssd,dc=other'; put the reader account under"),
+        (
+            {"base_dn": ""},
+            "condorlab_directory_base_dn is ''; set it to the directory's naming context in dc= parts only",
+        ),
+        ({"base_dn": "o=condorlab,c=de"}, "condorlab_directory_base_dn is 'o=condorlab,c=de'"),
+        (
+            {"reader_dn": "cn=sssd,dc=other"},
+            "condorlab_directory_reader_dn is 'cn=sssd,dc=other'; put the reader account under",
+        ),
         (
             {"users": [{"name": "zed", "uid": 2099, "groups": ["gw"]}]},
             "directory_users[0] (zed) is in group 'gw', which is not in directory_groups",

@@ -16,6 +16,18 @@ GOOD_GROUPS = {
     "jupyterhub": ["hub"],
     "condor_execute": ["wn1", "wn2"],
 }
+# The parts' groups (condorlab_host_groups) and the parts' hosts (condorlab_hosts) of an inventory's groups.
+GROUP_OF = {
+    "central_managers": "condor_central_manager",
+    "access_points": "jupyterhub",
+    "execute_nodes": "condor_execute",
+}
+
+
+def parts(groups):
+    return {part: list(groups.get(group, [])) for part, group in GROUP_OF.items()}
+
+
 GOOD_KEY = base64.b64encode(b"k" * 32).decode()
 GOOD_HTCONDOR = {
     "manage_pool": True,
@@ -31,9 +43,12 @@ GOOD_USERS = {
 
 
 def test_good_inventory_has_no_problem():
-    assert preflight.condorlab_inventory_errors(GOOD_GROUPS) == []
-    assert preflight.htcondor_settings_errors(GOOD_HTCONDOR, GOOD_GROUPS) == []
-    assert preflight.htcondor_settings_errors({**GOOD_HTCONDOR, "signing_key_b64": GOOD_KEY}, GOOD_GROUPS) == []
+    assert preflight.condorlab_inventory_errors(parts(GOOD_GROUPS), GROUP_OF) == []
+    assert preflight.htcondor_settings_errors(GOOD_HTCONDOR, parts(GOOD_GROUPS), GROUP_OF) == []
+    assert (
+        preflight.htcondor_settings_errors({**GOOD_HTCONDOR, "signing_key_b64": GOOD_KEY}, parts(GOOD_GROUPS), GROUP_OF)
+        == []
+    )
     assert preflight.local_users_errors(GOOD_USERS) == []
     assert preflight.local_users_errors({}) == []
 
@@ -46,7 +61,7 @@ def test_external_pool_needs_no_central_manager_group():
         "central_manager": "collector.example.org",
         "signing_key_b64": GOOD_KEY,
     }
-    assert preflight.htcondor_settings_errors(settings, groups) == []
+    assert preflight.htcondor_settings_errors(settings, parts(groups), GROUP_OF) == []
 
 
 @pytest.mark.parametrize(
@@ -59,7 +74,7 @@ def test_external_pool_needs_no_central_manager_group():
     ],
 )
 def test_bad_groups(groups, expected):
-    errors = preflight.condorlab_inventory_errors(groups)
+    errors = preflight.condorlab_inventory_errors(parts(groups), GROUP_OF)
     assert len(errors) == 1 and errors[0].startswith(expected)
 
 
@@ -87,7 +102,7 @@ def test_bad_groups(groups, expected):
     ],
 )
 def test_bad_htcondor_settings(groups, settings, expected):
-    errors = preflight.htcondor_settings_errors({**GOOD_HTCONDOR, **settings}, groups)
+    errors = preflight.htcondor_settings_errors({**GOOD_HTCONDOR, **settings}, parts(groups), GROUP_OF)
     assert len(errors) == 1, errors
     assert expected in errors[0]
     assert ";" in errors[0], "every message says how to fix it"
@@ -137,26 +152,29 @@ def test_random_keys_are_not_taken_for_placeholders():
 
     for _ in range(3000):
         key = base64.b64encode(os.urandom(256)).decode()
-        assert preflight.htcondor_settings_errors({**GOOD_HTCONDOR, "signing_key_b64": key}, GOOD_GROUPS) == []
+        assert (
+            preflight.htcondor_settings_errors({**GOOD_HTCONDOR, "signing_key_b64": key}, parts(GOOD_GROUPS), GROUP_OF)
+            == []
+        )
 
 
 @pytest.mark.parametrize("value", ["host.example.org\n", "alice\n"])
 def test_trailing_newline_is_not_a_valid_name(value):
     settings = {**GOOD_HTCONDOR, "trust_domain": value}
-    assert preflight.htcondor_settings_errors(settings, GOOD_GROUPS)
+    assert preflight.htcondor_settings_errors(settings, parts(GOOD_GROUPS), GROUP_OF)
     assert preflight.local_users_errors({"local_users_accounts": [{"name": value, "uid": 2001}]})
 
 
 def test_several_problems_are_all_reported():
     settings = {**GOOD_HTCONDOR, "trust_domain": "bad domain", "uid_domain": "", "signing_key_b64": "changeme"}
-    assert len(preflight.htcondor_settings_errors(settings, GOOD_GROUPS)) == 3
+    assert len(preflight.htcondor_settings_errors(settings, parts(GOOD_GROUPS), GROUP_OF)) == 3
 
 
 def test_non_mappings_are_refused():
     with pytest.raises(AnsibleFilterError, match="expected a mapping"):
-        preflight.condorlab_inventory_errors(["cm"])
+        preflight.condorlab_inventory_errors(["cm"], GROUP_OF)
     with pytest.raises(AnsibleFilterError, match="expected a mapping"):
-        preflight.htcondor_settings_errors(GOOD_HTCONDOR, None)
+        preflight.htcondor_settings_errors(GOOD_HTCONDOR, None, GROUP_OF)
 
 
 def test_filters_are_registered():
