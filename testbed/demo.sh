@@ -13,7 +13,7 @@ network=condorlab-demo
 prefix=condorlab-demo
 hosts=(cm hub wn1 wn2 outsider)
 shared_volume=condorlab-demo-shared
-# The hub's public port in the test-bed inventory (jupyterhub_public_port),
+# The hub's public port in the test-bed inventory (condorlab_hub_port),
 # published on this machine's loopback: https://hub.localhost:8443 and each
 # user's lab at https://<user>.labs.localhost:8443 (browsers resolve *.localhost
 # to this machine).
