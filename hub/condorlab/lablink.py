@@ -172,4 +172,44 @@ class LabLink:
         return {name: pems[kind] for kind, name in contract.TLS_FILES.items()}, dict(contract.TLS_FILES)
 
 
-__all__ = ["DirectTransport", "LabLink", "name_covers"]
+class LabHooks:
+    """JupyterHub's certificate hooks, the port report and the shutdown, for CondorlabSpawner (self.lab: LabLink).
+
+    Uses the spawner's session, job_id, port, port_range, server and user.
+    """
+
+    def accept_port(self, port: int) -> str:
+        """Take a port reported by this server's own job (handlers.py); return an error message or ''."""
+        low, high = self.port_range
+        if not low <= port <= high:
+            return f"port {port} is outside the allowed range {low}-{high}"
+        if not self.job_id or self.port:
+            return "this server is not waiting for a port"
+        self.port = port
+        return ""
+
+    async def create_certs(self) -> dict:
+        lifetime = int(self.start_timeout) + int(self.session.walltime if self.session else 0) + int(self.cert_margin)
+        pems, names = self.lab.make_certs(lifetime)
+        self.log.info("Session certificate for %s: %s, valid %s s", self._log_name, ";".join(names), lifetime)
+        return pems
+
+    async def move_certs(self, paths: dict) -> dict:
+        """Send the TLS files with the job (as 0600 files); keep only the certificate's fingerprint."""
+        self.tls_files, names = self.lab.job_files(paths)
+        self.session = self.session.with_certificate(identity.fingerprint(paths["certfile"]))
+        return names
+
+    async def check_identity(self, host: str, port: int) -> None:
+        await self.lab.check(host, port, self.session.cert_sha256 if self.session else "")
+
+    async def request_shutdown(self) -> bool:
+        """Ask the lab to shut down with a token made for this, valid two minutes, sent to this session only."""
+        if not (self.server and self.server.port):
+            return False  # never started
+        scopes = [f"access:servers!server={self.user.name}/{self.name}"]
+        token = lambda: self.user.new_api_token(note="condorlab: end the session", expires_in=120, scopes=scopes)  # noqa: E731
+        return await self.lab.shutdown(self.server, token, self.session.cert_sha256 if self.session else "")
+
+
+__all__ = ["DirectTransport", "LabHooks", "LabLink", "name_covers"]

@@ -17,9 +17,9 @@ import json
 import sys
 
 from batchspawner import CondorSpawner
-from traitlets import Dict, Float, Integer, List, Tuple, Unicode
+from traitlets import Dict, Float, Integer, List, Tuple, Unicode, default
 
-from . import contract, handlers, jobs, metrics
+from . import contract, handlers, jobs, metrics, options
 from .accounting import SESSION_RECORDS
 
 SETTINGS_FILE = contract.HUB_SETTINGS_FILE
@@ -34,7 +34,7 @@ class SettingsError(ValueError):
 
 
 class SpawnerSettings(CondorSpawner):
-    """The settings of CondorlabSpawner; the timing ones come from the role's jupyterhub_timing."""
+    """CondorlabSpawner's settings (timing ones from the role's jupyterhub_timing) and its options form's hooks."""
 
     job_helper = Unicode(
         "/opt/condorlab/hub/bin/condorlab-job", help="The job helper (helper.py), run as the user through sudo."
@@ -77,6 +77,18 @@ class SpawnerSettings(CondorSpawner):
     lab_exit_grace = Integer(
         8, help="Seconds nothing may listen on a running lab's port before the session ends as 'lab died'."
     ).tag(config=True)
+
+    @default("options_form")
+    def _options_form_default(self):
+        return options.options_form
+
+    @default("options_from_form")
+    def _options_from_form_default(self):
+        return options.options_from_form
+
+    @default("apply_user_options")
+    def _apply_user_options_default(self):
+        return options.apply_user_options
 
 
 def check(settings) -> dict:

@@ -26,25 +26,20 @@ from . import contract, identity, messages, metrics, options, policy
 from .accounting import record_session
 from .helperclient import HelperClient
 from .jobs import JobInfo, State, shared_cache, wait_gone
-from .lablink import DirectTransport, LabLink
+from .jobstate import JobStateHooks
+from .lablink import DirectTransport, LabHooks, LabLink
 from .messages import StartFailed
 from .session import LAST_END_KEY, STATE_KEY, Session
 from .settings import SpawnerSettings
 
-# Job states as batchspawner's start/stop/poll read them. An evicted session
-# (IDLE after it ran) and a held one never come back by themselves.
-JOB_STATUS = {
-    State.IDLE: JobStatus.PENDING,
-    State.RUNNING: JobStatus.RUNNING,
-    State.SUSPENDED: JobStatus.RUNNING,  # suspended by the startd: the lab is alive and resumes
-    State.UNKNOWN: JobStatus.UNKNOWN,
-    State.HELD: JobStatus.NOTFOUND,
-    State.GONE: JobStatus.NOTFOUND,
-}
 
+class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
+    """A session: the job, the lab, and their ends.
 
-class CondorlabSpawner(SpawnerSettings):
-    """A session: the options form, the job, the lab, and their ends (its settings: settings.SpawnerSettings)."""
+    Its settings and the options form's hooks are settings.SpawnerSettings'; the
+    job-state hooks and the pending page jobstate.JobStateHooks'; the certificate
+    hooks, the port report and the shutdown lablink.LabHooks'.
+    """
 
     status_cache = Any(help="The shared job status cache (one schedd query per cycle).")
     session = Any(None)  # Session | None: the session the user asked for, checked
@@ -58,18 +53,6 @@ class CondorlabSpawner(SpawnerSettings):
     def _status_cache_default(self):
         shared_cache.keep_fresh(self.queue_refresh_every)  # the hub's metrics stay current without sessions
         return shared_cache
-
-    @default("options_form")
-    def _options_form_default(self):
-        return options.options_form
-
-    @default("options_from_form")
-    def _options_from_form_default(self):
-        return options.options_from_form
-
-    @default("apply_user_options")
-    def _apply_user_options_default(self):
-        return options.apply_user_options
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -88,16 +71,6 @@ class CondorlabSpawner(SpawnerSettings):
     def server_key(self) -> str:
         """Name of this server's staging directory: "default", or "named-<name>"."""
         return contract.server_key(self.name)
-
-    def accept_port(self, port: int) -> str:
-        """Take a port reported by this server's own job (handlers.py); return an error message or ''."""
-        low, high = self.port_range
-        if not low <= port <= high:
-            return f"port {port} is outside the allowed range {low}-{high}"
-        if not self.job_id or self.port:
-            return "this server is not waiting for a port"
-        self.port = port
-        return ""
 
     # ---- the session asked for ------------------------------------------------
 
@@ -147,23 +120,6 @@ class CondorlabSpawner(SpawnerSettings):
             self.record("stop", host=info.host or self.ip, reason=reason, detail=message, **held)
         self.last_end = messages.ended(reason, message)
 
-    # ---- the lab's identity ---------------------------------------------------
-
-    async def create_certs(self) -> dict:
-        lifetime = int(self.start_timeout) + int(self.session.walltime if self.session else 0) + int(self.cert_margin)
-        pems, names = self.lab.make_certs(lifetime)
-        self.log.info("Session certificate for %s: %s, valid %s s", self._log_name, ";".join(names), lifetime)
-        return pems
-
-    async def move_certs(self, paths: dict) -> dict:
-        """Send the TLS files with the job (as 0600 files); keep only the certificate's fingerprint."""
-        self.tls_files, names = self.lab.job_files(paths)
-        self.session = self.session.with_certificate(identity.fingerprint(paths["certfile"]))
-        return names
-
-    async def check_identity(self, host: str, port: int) -> None:
-        await self.lab.check(host, port, self.session.cert_sha256 if self.session else "")
-
     # ---- the job ----------------------------------------------------------------
 
     async def submit_batch_script(self) -> str:
@@ -188,25 +144,6 @@ class CondorlabSpawner(SpawnerSettings):
         self.log.info("Session of %s (%s, %s/%s) is job %s", self.user.name, key, s.group, s.profile, self.job_id)
         return self.job_id
 
-    async def query_job_status(self, force: bool = False) -> JobStatus:
-        self.job_info = await self.status_cache.get(self.job_id, force=force) if self.job_id else JobInfo(State.GONE)
-        self.job_status = self.job_info.state.value if self.job_id else ""
-        if self.job_info.state == State.IDLE and self.job_info.starts > 0 and self.port:
-            return JobStatus.NOTFOUND  # evicted: the job reruns only to bring its files back
-        return JOB_STATUS[self.job_info.state]
-
-    def state_ispending(self) -> bool:
-        return self.job_info.state == State.IDLE
-
-    def state_isrunning(self) -> bool:
-        return self.job_info.state in (State.RUNNING, State.SUSPENDED)
-
-    def state_isunknown(self) -> bool:
-        return self.job_info.state == State.UNKNOWN
-
-    def state_gethost(self) -> str:
-        return self.job_info.host
-
     async def cancel_batch_job(self) -> None:
         if self.job_id:
             self.log.info("Removing job %s of %s", self.job_id, self.user.name)
@@ -224,22 +161,6 @@ class CondorlabSpawner(SpawnerSettings):
         await self.cancel_batch_job()
         await self.clean_staging()
         self.clear_state()
-
-    # ---- what the user reads while it starts ---------------------------------
-
-    def pending_message(self) -> str:
-        return messages.pending(self.job_id, self.job_info, self.session, self.status_cache)
-
-    async def progress(self):
-        """The pending page's messages: where the job waits and why, each time that changes."""
-        last = ""
-        while not self.state_isrunning():
-            message = self.pending_message() or "Submitting the session job"
-            if message != last:
-                yield {"message": message}
-                last = message
-            await asyncio.sleep(1)
-        yield {"message": f"Session job {self.job_id} runs on {self.job_info.host}; the lab is starting"}
 
     # ---- start --------------------------------------------------------------------
 
@@ -330,14 +251,6 @@ class CondorlabSpawner(SpawnerSettings):
             await asyncio.sleep(1)
         if self.job_info.state == State.GONE:
             await self.clean_staging()
-
-    async def request_shutdown(self) -> bool:
-        """Ask the lab to shut down with a token made for this, valid two minutes, sent to this session only."""
-        if not (self.server and self.server.port):
-            return False  # never started
-        scopes = [f"access:servers!server={self.user.name}/{self.name}"]
-        token = lambda: self.user.new_api_token(note="condorlab: end the session", expires_in=120, scopes=scopes)  # noqa: E731
-        return await self.lab.shutdown(self.server, token, self.session.cert_sha256 if self.session else "")
 
     # ---- poll -------------------------------------------------------------------------
 
