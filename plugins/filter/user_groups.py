@@ -30,14 +30,16 @@ description:
     a number of MB) into whole MiB, as HTCondor counts them.
   - C(condorlab_walltime_seconds) turns a duration (C(4h), C(1h30m), C(2d),
     C(90s), C(01:30:00) or a number of seconds) into seconds.
-  - C(condorlab_profiles) turns the user groups into the normalised form the hub
-    and the job helper read (numbers instead of units, labels filled in).
-  - C(condorlab_accounting_map_lines) turns the user groups and the members of
+  - C(condorlab_profiles) turns the user groups into the normalised form
+    (numbers instead of units, labels and accounting groups filled in) that
+    playbooks/vars/site.yml makes once and every role, the hub and the job
+    helper read; the filters below take that form.
+  - C(condorlab_accounting_map_lines) turns the normalised groups and the members of
     their Unix groups into lines of an HTCondor map file (C(* user group[,group])),
     for the access point's AssignAccountingGroup transform;
     C(condorlab_accounting_map_text) the whole file, byte for byte as the
     access point's condorlab-membership timer writes it.
-  - C(condorlab_group_quota_knobs) turns the user groups into the central
+  - C(condorlab_group_quota_knobs) turns the normalised groups into the central
     manager's C(GROUP_NAMES), C(GROUP_QUOTA_*), C(GROUP_QUOTA_DYNAMIC_*) and
     C(GROUP_ACCEPT_SURPLUS_*) knobs.
   - C(condorlab_user_groups_errors) lists what is wrong with the user groups,
@@ -169,6 +171,8 @@ def condorlab_profiles(groups) -> list[dict]:
                 "name": group["name"],
                 "unix_groups": list(group["unix_groups"]),
                 "accounting_group": _accounting_group(group),
+                "quota": dict(group.get("quota") or {}),
+                "accept_surplus": bool(group.get("accept_surplus", True)),
                 "idle_timeout": _idle_timeout(group),
                 "profiles": profiles,
             }
@@ -192,11 +196,11 @@ def _members(entry, passwd: dict) -> list:
     return list(entry)
 
 
-def _accounting(groups, members, passwd, name: str) -> dict:
+def _accounting(profiles, members, passwd, name: str) -> dict:
     if not isinstance(members, dict):
         raise AnsibleFilterError(f"{name}: members must map Unix groups to users, not {members!r}")
     resolved = {unix_group: _members(entry, passwd or {}) for unix_group, entry in members.items()}
-    allowed, skipped = membership.accounting(condorlab_profiles(groups), resolved)
+    allowed, skipped = membership.accounting(profiles, resolved)
     for member in skipped:
         if member.invalid:
             raise AnsibleFilterError(
@@ -209,27 +213,29 @@ def _accounting(groups, members, passwd, name: str) -> dict:
     return allowed
 
 
-def condorlab_accounting_map_lines(groups, members, passwd=None) -> list[str]:
-    """HTCondor map lines '* <user> <group>[,<group>...]': the groups each user may use, the default first."""
-    return membership.map_lines(_accounting(groups, members, passwd, "condorlab_accounting_map_lines"))
+def condorlab_accounting_map_lines(profiles, members, passwd=None) -> list[str]:
+    """HTCondor map lines '* <user> <group>[,<group>...]' from the normalised user groups (condorlab_profiles):
+    the groups each user may use, the default first."""
+    return membership.map_lines(_accounting(profiles, members, passwd, "condorlab_accounting_map_lines"))
 
 
-def condorlab_accounting_map_text(groups, members, passwd=None) -> str:
+def condorlab_accounting_map_text(profiles, members, passwd=None) -> str:
     """The whole map file, as condorlab-membership writes it on the access point."""
-    return membership.map_text(_accounting(groups, members, passwd, "condorlab_accounting_map_text"))
+    return membership.map_text(_accounting(profiles, members, passwd, "condorlab_accounting_map_text"))
 
 
-def condorlab_group_quota_knobs(groups) -> dict:
-    """The central manager's group knobs: GROUP_NAMES and each group's quota and surplus policy."""
-    knobs: dict = {"GROUP_NAMES": [g["accounting_group"] for g in condorlab_profiles(groups)]}
-    for group in groups:
-        name = _accounting_group(group)
-        quota = group.get("quota") or {}
+def condorlab_group_quota_knobs(profiles) -> dict:
+    """The central manager's group knobs from the normalised user groups: GROUP_NAMES, each group's quota and
+    surplus policy."""
+    knobs: dict = {"GROUP_NAMES": [g["accounting_group"] for g in profiles]}
+    for group in profiles:
+        name = group["accounting_group"]
+        quota = group["quota"]
         if "static" in quota:
             knobs[f"GROUP_QUOTA_{name}"] = int(quota["static"])
         if "dynamic" in quota:
             knobs[f"GROUP_QUOTA_DYNAMIC_{name}"] = float(quota["dynamic"])
-        knobs[f"GROUP_ACCEPT_SURPLUS_{name}"] = bool(group.get("accept_surplus", True))
+        knobs[f"GROUP_ACCEPT_SURPLUS_{name}"] = group["accept_surplus"]
     if not knobs["GROUP_NAMES"]:
         knobs["GROUP_NAMES"] = None
     return knobs

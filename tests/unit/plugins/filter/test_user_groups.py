@@ -29,6 +29,8 @@ GOOD = [
         ],
     },
 ]
+# The same, normalised once (as playbooks/vars/site.yml makes them for every role).
+PROFILES = ug.condorlab_profiles(GOOD)
 NODE = {"cpus": 2, "memory": "2GB", "gpus": 0}
 
 
@@ -64,6 +66,9 @@ def test_profiles_are_normalised():
     groups = ug.condorlab_profiles(GOOD)
     physics, astro = groups
     assert physics["accounting_group"] == "group_physics"
+    # What the central manager's quota knobs need travels in the same form.
+    assert physics["quota"] == {"dynamic": 0.6} and physics["accept_surplus"] is True
+    assert astro["quota"] == {"static": 4} and astro["accept_surplus"] is False
     assert physics["profiles"][0] == {
         "name": "small",
         "label": "small: 1 CPU, 512 MB, up to 1 h",
@@ -80,7 +85,7 @@ def test_profiles_are_normalised():
 
 def test_accounting_map_lines():
     members = {"physics": ["alice", "bob"], "astro": ["carol", "alice"], "astro-guests": []}
-    assert ug.condorlab_accounting_map_lines(GOOD, members) == [
+    assert ug.condorlab_accounting_map_lines(PROFILES, members) == [
         "* alice group_physics,group_astro",
         "* bob group_physics",
         "* carol group_astro",
@@ -89,13 +94,13 @@ def test_accounting_map_lines():
 
 def test_accounting_map_reads_getent_rows():
     members = {"physics": ["x", "3001", "alice,bob"], "astro": None, "astro-guests": ["x", "3003", ""]}
-    assert ug.condorlab_accounting_map_lines(GOOD, members) == ["* alice group_physics", "* bob group_physics"]
+    assert ug.condorlab_accounting_map_lines(PROFILES, members) == ["* alice group_physics", "* bob group_physics"]
 
 
 def test_accounting_map_counts_primary_group_members():
     members = {"physics": ["x", "3001", "alice"], "astro": ["x", "3002", ""]}
     passwd = {"erin": ["x", "2010", "3001", "", "/home/erin", "/bin/sh"], "frank.smith": ["x", "2011", "3002"]}
-    assert ug.condorlab_accounting_map_lines(GOOD, members, passwd) == [
+    assert ug.condorlab_accounting_map_lines(PROFILES, members, passwd) == [
         "* alice group_physics",
         "* erin group_physics",
         "* frank.smith group_astro",
@@ -104,11 +109,11 @@ def test_accounting_map_counts_primary_group_members():
 
 def test_accounting_map_refuses_odd_member_names():
     with pytest.raises(AnsibleFilterError, match="is not a Unix user name"):
-        ug.condorlab_accounting_map_lines(GOOD, {"physics": ["alice; rm"]})
+        ug.condorlab_accounting_map_lines(PROFILES, {"physics": ["alice; rm"]})
 
 
 def test_group_quota_knobs():
-    assert ug.condorlab_group_quota_knobs(GOOD) == {
+    assert ug.condorlab_group_quota_knobs(ug.condorlab_profiles(GOOD)) == {
         "GROUP_NAMES": ["group_physics", "group_astro"],
         "GROUP_QUOTA_DYNAMIC_group_physics": 0.6,
         "GROUP_ACCEPT_SURPLUS_group_physics": True,
@@ -210,9 +215,11 @@ def test_the_contract_s_facts_reach_the_roles():
 
 
 def test_the_map_uses_the_hub_s_user_name_rule():
-    assert ug.condorlab_accounting_map_lines(GOOD, {"physics": ["erin.lee"]}) == ["* erin.lee group_physics"]
+    assert ug.condorlab_accounting_map_lines(PROFILES, {"physics": ["erin.lee"]}) == ["* erin.lee group_physics"]
     # Names a directory holds but the hub refuses get no accounting group (a warning), and no error.
-    assert ug.condorlab_accounting_map_lines(GOOD, {"physics": ["Erin", "host$", "alice"]}) == ["* alice group_physics"]
+    assert ug.condorlab_accounting_map_lines(PROFILES, {"physics": ["Erin", "host$", "alice"]}) == [
+        "* alice group_physics"
+    ]
 
 
 def test_conversions_refuse_malformed_groups():
@@ -223,7 +230,7 @@ def test_conversions_refuse_malformed_groups():
 def test_accounting_map_text_is_what_the_access_points_timer_writes():
     from condorlab import membership
 
-    text = ug.condorlab_accounting_map_text(GOOD, {"physics": ["x", "3001", "bob,alice"]})
+    text = ug.condorlab_accounting_map_text(PROFILES, {"physics": ["x", "3001", "bob,alice"]})
     assert text == membership.map_text({"alice": ["group_physics"], "bob": ["group_physics"]})
     assert text.endswith("* alice group_physics\n* bob group_physics\n")
     assert ug.condorlab_contract("accounting_map") == membership.ACCOUNTING_MAP
