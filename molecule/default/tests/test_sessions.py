@@ -185,6 +185,35 @@ def test_the_hosts_run_the_project_s_modules_as_they_are(hub, execute_nodes):
         assert installed == project_modules(PROJECT / "session" / "condorlab_session"), node.backend.name
 
 
+def test_another_user_s_job_cannot_change_what_the_session_wrapper_reads(execute_nodes):
+    """bob's batch job on a node (runs as bob) tries to edit or replace the wrapper's settings and code."""
+    venv = "/opt/condorlab/singleuser"
+    probe = (
+        "import os, sys\n"
+        "done = []\n"
+        "for path in sys.argv[1:]:\n"
+        "    for how in ('write', 'replace'):\n"
+        "        try:\n"
+        "            if how == 'write':\n"
+        "                open(path, 'a').close()\n"
+        "            else:\n"
+        "                open(path + '.new', 'w').close(); os.replace(path + '.new', path)\n"
+        "            done.append(how + ' ' + path)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "print(done)\n"
+    )
+    targets = [f"{venv}/etc/condorlab/session.json", f"{venv}/bin/condorlab-session"]
+    for node in execute_nodes:
+        package = node.check_output(
+            f"{venv}/bin/python3 -c 'import condorlab_session, os; print(os.path.dirname(condorlab_session.__file__))'"
+        )
+        paths = " ".join([*targets, f"{package}/wrapper.py"])
+        out = node.check_output(f"cd /tmp && runuser -u bob -- python3 -c {shlex.quote(probe)} {paths}")
+        assert out.strip() == "[]", f"{node.backend.name}: bob could {out}"
+        assert node.file(targets[0]).user == "root" and node.file(targets[0]).mode == 0o644
+
+
 EVIL = "import os; open('/tmp/condorlab-evil-ran', 'w').write(str(os.getuid()))"
 
 
