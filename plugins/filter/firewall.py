@@ -4,10 +4,7 @@
 
 from __future__ import annotations
 
-import base64
 import ipaddress
-import json
-import posixpath
 import re
 
 from ansible.errors import AnsibleFilterError
@@ -248,19 +245,11 @@ def firewall_fragment(rules, hostvars) -> dict:
     return {"rules": firewall_nft_rules(rules, hostvars), **firewall_host_sets(rules, hostvars)}
 
 
-def firewall_assemble(read, kept, current=None) -> dict:
-    """The ruleset's parts from a host's fragments, in the order of ``kept`` (the names it keeps).
+def firewall_assemble(fragments, kept) -> dict:
+    """The ruleset's parts from a host's fragments (name -> fragment), those ``kept`` in that order.
 
-    ``read`` are the results of slurping the fragment files (<name>.json);
-    ``current`` ({name: fragment}) takes the place of a file, as check mode
-    needs. Two fragments must not make the same set.
+    Two fragments must not make the same set.
     """
-    fragments = {}
-    for result in read or []:
-        if "content" in result:
-            name = posixpath.splitext(posixpath.basename(result["item"]))[0]
-            fragments[name] = json.loads(base64.b64decode(result["content"]))
-    fragments.update(current or {})
     names = [name for name in kept if name in fragments]
     rules, hosts, sets, owner = [], {}, [], {}
     for name in names:

@@ -9,6 +9,7 @@ import re
 import secrets
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import run_playbook, wait_for
@@ -28,66 +29,80 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     }
 
 
-@pytest.mark.parametrize(
-    ("extra_vars", "message"),
-    [
-        ("htcondor_signing_key_b64=CHANGEME", "htcondor_signing_key_b64 holds a placeholder"),
-        ("htcondor_trust_domain='bad domain!'", "htcondor_trust_domain is 'bad domain!'"),
-        ("htcondor_manage_pool=false", "htcondor_signing_key_b64 is empty but htcondor_manage_pool is false"),
-        ('{"htcondor_config_overrides": {"BAD NAME": 1}}', "'BAD NAME' is not a valid HTCondor knob name"),
-        (
-            '{"local_users_accounts": [{"name": "alice", "uid": 2001}, {"name": "eve", "uid": 2001}]}',
-            "uid 2001 is also the uid of alice",
-        ),
-        ('{"htcondor_host_roles": ["scheduler"]}', "value of htcondor_host_roles must be one or more of"),
-        (
-            "condorlab_directory_base_dn=o=condorlab",
-            "condorlab_directory_base_dn is 'o=condorlab'; set it to the directory's naming",
-        ),
-        ("condorlab_directory_uri=ldap://cm", 'the directory is "ldap://cm" (condorlab_directory_uri)'),
-        # A shared fact set under a role's own name, as before it was the site's.
-        ('{"jupyterhub_session_port_range": [40000, 40100]}', "sets jupyterhub_session_port_range, which the plays"),
-        (
-            '{"jupyterhub_authenticator": "oidc", "condorlab_oidc": {"client_id": "condorlab-hub", '
-            '"issuer": "http://idp", "callback_url": "https://hub.localhost:8443/hub/oauth_callback"}}',
-            "jupyterhub_authenticator is oidc but condorlab_oidc lacks client_id, an https:// issuer",
-        ),
-        (
-            '{"directory_users": [{"name": "zed", "uid": 2099, "groups": ["nope"]}]}',
-            "directory_users[0] (zed) is in group 'nope', which is not in directory_groups",
-        ),
-        ("jupyterhub_internal_tls_wildcard=*.org", "the wildcard (jupyterhub_internal_tls_wildcard) is '*.org'"),
-        ("jupyterhub_public_tls_cert=/etc/ssl/certs/hub.pem", "only one of jupyterhub_public_tls_cert"),
-        (
-            '{"firewall_rules": [{"comment": "db", "proto": "tcp", "ports": [70000], "sources": ["any"]}]}',
-            "rule 'db': port 70000 is not a port number",
-        ),
-        # Labs under the hub's own registrable domain could toss cookies to the hub.
-        ("jupyterhub_labs_domain=labs.hub.localhost", "a registrable domain apart from the hub"),
-        ('{"firewall_dns_name": "wn 1"}', "firewall_dns_name 'wn 1' is not a DNS name"),
-        ("prometheus_retention=forever", "prometheus_retention is not a Prometheus duration"),
-        ('{"prometheus_web_extra_sources": ["wn2"]}', "prometheus_web_sources holds wn2, which lets"),
-        (
-            '{"condorlab_user_groups": [{"name": "physics", "unix_groups": ["physics"], '
-            '"profiles": [{"name": "huge", "cpus": 64, "memory": "1GB", "walltime": "1h"}]}]}',
-            "cpus is 64 but an execute node has 2",
-        ),
-        # The site-level variables' argument spec (roles/preflight/meta/argument_specs.yml).
-        (
-            '{"condorlab_execute_node_size": {"cpus": "many", "memory": "2GB"}}',
-            "argument 'cpus' is of type str found in 'condorlab_execute_node_size'",
-        ),
-        (
-            '{"condorlab_user_groups": [{"name": "physics", "unix_groups": ["physics"], '
-            '"profiles": [{"name": "s", "cpus": 1, "memory": "1GB", "walltime": "1h", "cores": 2}]}]}',
-            "condorlab_user_groups.profiles.cores",
-        ),
-    ],
-)
-def test_bad_settings_stop_before_any_host_changes(extra_vars, message, cm):
-    marker = "/etc/condor/config.d/20-condorlab.config"
-    before = cm.file(marker).mtime
-    run = site("-e", extra_vars)
+# Each bad setting and the message the preflight stops with.
+BAD_SETTINGS = [
+    ("htcondor_signing_key_b64=CHANGEME", "htcondor_signing_key_b64 holds a placeholder"),
+    ("htcondor_trust_domain='bad domain!'", "htcondor_trust_domain is 'bad domain!'"),
+    ("htcondor_manage_pool=false", "htcondor_signing_key_b64 is empty but htcondor_manage_pool is false"),
+    ('{"htcondor_config_overrides": {"BAD NAME": 1}}', "'BAD NAME' is not a valid HTCondor knob name"),
+    (
+        '{"local_users_accounts": [{"name": "alice", "uid": 2001}, {"name": "eve", "uid": 2001}]}',
+        "uid 2001 is also the uid of alice",
+    ),
+    ('{"htcondor_host_roles": ["scheduler"]}', "value of htcondor_host_roles must be one or more of"),
+    (
+        "condorlab_directory_base_dn=o=condorlab",
+        "condorlab_directory_base_dn is 'o=condorlab'; set it to the directory's naming",
+    ),
+    ("condorlab_directory_uri=ldap://cm", 'the directory is "ldap://cm" (condorlab_directory_uri)'),
+    # A shared fact set under a role's own name, as before it was the site's.
+    ('{"jupyterhub_session_port_range": [40000, 40100]}', "sets jupyterhub_session_port_range, which the plays"),
+    (
+        '{"jupyterhub_authenticator": "oidc", "condorlab_oidc": {"client_id": "condorlab-hub", '
+        '"issuer": "http://idp", "callback_url": "https://hub.localhost:8443/hub/oauth_callback"}}',
+        "jupyterhub_authenticator is oidc but condorlab_oidc lacks client_id, an https:// issuer",
+    ),
+    (
+        '{"directory_users": [{"name": "zed", "uid": 2099, "groups": ["nope"]}]}',
+        "directory_users[0] (zed) is in group 'nope', which is not in directory_groups",
+    ),
+    ("jupyterhub_internal_tls_wildcard=*.org", "the wildcard (jupyterhub_internal_tls_wildcard) is '*.org'"),
+    ("jupyterhub_public_tls_cert=/etc/ssl/certs/hub.pem", "only one of jupyterhub_public_tls_cert"),
+    (
+        '{"firewall_rules": [{"comment": "db", "proto": "tcp", "ports": [70000], "sources": ["any"]}]}',
+        "rule 'db': port 70000 is not a port number",
+    ),
+    # Labs under the hub's own registrable domain could toss cookies to the hub.
+    ("jupyterhub_labs_domain=labs.hub.localhost", "a registrable domain apart from the hub"),
+    ('{"firewall_dns_name": "wn 1"}', "firewall_dns_name 'wn 1' is not a DNS name"),
+    ("prometheus_retention=forever", "prometheus_retention is not a Prometheus duration"),
+    ('{"prometheus_web_extra_sources": ["wn2"]}', "prometheus_web_sources holds wn2, which lets"),
+    (
+        '{"condorlab_user_groups": [{"name": "physics", "unix_groups": ["physics"], '
+        '"profiles": [{"name": "huge", "cpus": 64, "memory": "1GB", "walltime": "1h"}]}]}',
+        "cpus is 64 but an execute node has 2",
+    ),
+    # The site-level variables' argument spec (roles/preflight/meta/argument_specs.yml).
+    (
+        '{"condorlab_execute_node_size": {"cpus": "many", "memory": "2GB"}}',
+        "argument 'cpus' is of type str found in 'condorlab_execute_node_size'",
+    ),
+    (
+        '{"condorlab_user_groups": [{"name": "physics", "unix_groups": ["physics"], '
+        '"profiles": [{"name": "s", "cpus": 1, "memory": "1GB", "walltime": "1h", "cores": 2}]}]}',
+        "condorlab_user_groups.profiles.cores",
+    ),
+]
+MARKER = "/etc/condor/config.d/20-condorlab.config"
+
+
+@pytest.fixture(scope="module")
+def refused(cm) -> dict[str, tuple[subprocess.CompletedProcess, float, float]]:
+    """site.yml run with each bad setting, four at a time (each stops in its preflight play): extra vars ->
+    (the run, the marker's mtime before, after)."""
+    before = cm.file(MARKER).mtime
+
+    def one(extra_vars: str) -> tuple[subprocess.CompletedProcess, float, float]:
+        return site("-e", extra_vars), before, cm.file(MARKER).mtime
+
+    settings = [extra_vars for extra_vars, _ in BAD_SETTINGS]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip(settings, pool.map(one, settings), strict=True))
+
+
+@pytest.mark.parametrize(("extra_vars", "message"), BAD_SETTINGS)
+def test_bad_settings_stop_before_any_host_changes(extra_vars, message, refused):
+    run, before, after = refused[extra_vars]
     output = run.stdout + run.stderr
     assert run.returncode != 0
     assert message in output, output[-3000:]
@@ -97,7 +112,7 @@ def test_bad_settings_stop_before_any_host_changes(extra_vars, message, cm):
     assert "PLAY [Create local users" not in run.stdout
     assert "PLAY [Firewall the condorlab hosts]" not in run.stdout
     assert "PLAY [Configure the HTCondor pool]" not in run.stdout
-    assert cm.file(marker).mtime == before
+    assert after == before
 
 
 @pytest.fixture(scope="module")

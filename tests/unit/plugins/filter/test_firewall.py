@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import base64
-import json
 import sys
 
 import pytest
@@ -112,12 +110,6 @@ def test_rule_errors_before_hosts_are_known():
     assert "rule 'HTCondor': port 0" in problems[0]
 
 
-def _slurped(name: str, fragment: dict) -> dict:
-    """A slurp result of the fragment file <name>.json, as assemble.yml reads it."""
-    content = base64.b64encode(json.dumps(fragment).encode()).decode()
-    return {"item": f"/etc/condorlab-firewall/rules.d/{name}.json", "content": content}
-
-
 def test_a_fragment_holds_the_rule_lines_the_hosts_and_their_sets():
     fragment = firewall.firewall_fragment([rule()], HOSTVARS)
     assert fragment == {
@@ -126,21 +118,19 @@ def test_a_fragment_holds_the_rule_lines_the_hosts_and_their_sets():
     }
 
 
-def test_the_ruleset_takes_the_kept_fragments_in_order_and_the_one_being_written():
+def test_the_ruleset_takes_the_kept_fragments_in_the_layout_s_order():
     base = firewall.firewall_fragment([rule(comment="SSH", ports=[22], sources=["any"])], HOSTVARS)
     condor = firewall.firewall_fragment([rule()], HOSTVARS)
-    hub_old = firewall.firewall_fragment([rule(comment="Public", ports=[443], sources=["any"])], HOSTVARS)
-    hub_new = firewall.firewall_fragment([rule(comment="Public", ports=[8443], sources=["any"])], HOSTVARS)
+    hub = firewall.firewall_fragment([rule(comment="Public", ports=[8443], sources=["any"])], HOSTVARS)
     gone = firewall.firewall_fragment([rule(comment="Gone", ports=[1])], HOSTVARS)
-    read = [_slurped("jupyterhub", hub_old), _slurped("htcondor", condor), _slurped("base", base)]
-    read += [_slurped("prometheus", gone), {"item": "/etc/condorlab-firewall/rules.d/x.json", "failed": True}]
-    result = firewall.firewall_assemble(read, ["base", "htcondor", "jupyterhub"], {"jupyterhub": hub_new})
+    on_host = {"jupyterhub": hub, "htcondor": condor, "base": base, "prometheus": gone}
+    result = firewall.firewall_assemble(on_host, ["base", "htcondor", "jupyterhub"])
     assert result["fragments"] == ["base", "htcondor", "jupyterhub"]
-    assert result["rules"] == base["rules"] + condor["rules"] + hub_new["rules"]
+    assert result["rules"] == base["rules"] + condor["rules"] + hub["rules"]
     assert result["sets"] == condor["sets"] and result["hosts"] == {"cm": "cm", "hub": "hub.example.org"}
 
 
 def test_two_fragments_that_make_the_same_set_are_refused():
     condor = firewall.firewall_fragment([rule()], HOSTVARS)
     with pytest.raises(AnsibleFilterError, match="the rules of base and of htcondor both make the set htcondor"):
-        firewall.firewall_assemble([_slurped("htcondor", condor)], ["base", "htcondor"], {"base": condor})
+        firewall.firewall_assemble({"htcondor": condor, "base": condor}, ["base", "htcondor"])
