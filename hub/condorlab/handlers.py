@@ -22,11 +22,11 @@ SERVER_BODY_MAX = 4096
 
 
 class PortReportHandler(APIHandler):
-    """POST {"port": N} with the server's own API token sets that server's port.
+    """POST where the lab listens, with the server's own API token: {"socket": "<path>"} (the tunnel
+    transport) or {"port": N} (the direct one), as the spawner's transport takes it (LabHooks.accept_report).
 
-    Anything else (other keys, a non-integer, a port outside the spawner's
-    range, a server that is not starting, a token of another server) is refused
-    and changes nothing.
+    Anything else (other keys, another kind, a bad value, a server that is not
+    starting, a token of another server) is refused and changes nothing.
     """
 
     @web.authenticated
@@ -39,18 +39,16 @@ class PortReportHandler(APIHandler):
             if api_token and hmac.compare_digest(api_token, token):
                 spawner = candidate
                 break
-        if spawner is None or not hasattr(spawner, "accept_port"):
+        if spawner is None or not hasattr(spawner, "accept_report"):
             raise web.HTTPError(403, "only a starting condorlab server may report its port")
         try:
             body = json.loads(self.request.body or b"null")
         except ValueError:
             raise web.HTTPError(400, "the body must be JSON") from None
-        if not isinstance(body, dict) or set(body) != {"port"}:
-            raise web.HTTPError(400, 'the body must be exactly {"port": <integer>}')
-        port = body["port"]
-        if isinstance(port, bool) or not isinstance(port, int):
-            raise web.HTTPError(400, "port must be an integer")
-        error = spawner.accept_port(port)
+        if not isinstance(body, dict) or len(body) != 1 or not set(body) <= {"port", "socket"}:
+            raise web.HTTPError(400, 'the body must be exactly {"socket": <path>} or {"port": <integer>}')
+        ((kind, value),) = body.items()
+        error = spawner.accept_report(kind, value)
         if error:
             raise web.HTTPError(400, error)
         self.set_status(204)

@@ -2,7 +2,8 @@
 
 The job helper (helper.py) submits, removes and cleans up a session's job as
 the user, through sudo; the seal (seal.py) makes the job the helper submitted
-on hold a session job, as root. Both answer one JSON document on stdout; each
+on hold a session job, and the tunnel command (tunnel.py) opens and closes the
+channel to its lab, as root. Both answer one JSON document on stdout; each
 runs with a fixed PATH and nothing of the hub's environment.
 """
 
@@ -22,6 +23,7 @@ class HelperClient:
     user: str
     job_helper: str
     job_seal: str
+    job_tunnel: str = ""
 
     def helper_cmd(self, *args: str) -> list[str]:
         contract.check_user_name(self.user)
@@ -42,6 +44,12 @@ class HelperClient:
 
     async def seal(self, server_key: str, cluster: str) -> dict:
         return await run_json(self.seal_cmd(server_key, cluster), "condorlab-seal")
+
+    async def tunnel(self, verb: str, server_key: str, *args: str) -> dict:
+        """Open or close the tunnel of this user's server (tunnel.py), as root."""
+        contract.check_user_name(self.user)
+        command = ["sudo", "-n", "--", self.job_tunnel, verb, self.user, server_key, *args]
+        return await run_json(command, f"condorlab-tunnel {verb}")
 
     async def helper(self, *args: str, stdin: str | None = None) -> dict:
         return await run_json(self.helper_cmd(*args), f"condorlab-job {args[0]}", stdin)

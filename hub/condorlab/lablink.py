@@ -9,10 +9,12 @@ certificate and CA bundle travel as 0600 files with the job (the job's host is
 not known when they are made); a session on a node the names do not cover
 fails at once.
 
-How the hub reaches the lab is the transport's: DirectTransport connects to
-the port the lab reported on its node. A transport that reaches the lab
-another way gives the hub (and the proxy) another endpoint for the same lab;
-identity, health and shutdown stay as they are.
+How the hub reaches the lab is the transport's. TunnelTransport (the default)
+connects to the hub-side port of the session's tunnel (tunnel.py) to the lab's
+Unix socket; no port of an execute node is open for labs. DirectTransport
+connects to the port the lab reported on its node. Either way the hub and the
+proxy get an endpoint for the same lab; identity, health and shutdown stay as
+they are.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from jupyterhub.utils import make_ssl_context
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from . import contract, identity, messages
+from . import contract, identity, messages, tunnel
 from .policy import LabWatch
 
 
@@ -34,14 +36,43 @@ class DirectTransport:
     """The lab listens on a TCP port of its execute node; the hub and the proxy connect there."""
 
     name = "direct"
+    report = "port"  # what the lab reports (handlers.py): {"port": N}
 
     def endpoint(self, host: str, port: int) -> tuple[str, int]:
-        """Where the hub and the proxy connect to reach the lab on host:port."""
+        """Where the hub connects to reach the lab on host:port (health checks, shutdown)."""
+        return host, port
+
+    def server_address(self, host: str, port: int) -> tuple[str, int]:
+        """The server's address for JupyterHub and the proxy (the name its certificate carries for them)."""
         return host, port
 
     def url(self, server, path: str) -> str:
         """The plain-HTTP URL of a path of the lab (without internal TLS): the server's own address."""
         return f"{server.host}{path}"
+
+
+class TunnelTransport(DirectTransport):
+    """The lab listens on a Unix socket in its job's private directory, reached through its tunnel (tunnel.py).
+
+    The port is the tunnel's hub-side port on loopback, which the tunnel front holds.
+    """
+
+    name = "tunnel"
+    report = "socket"  # {"socket": "<the socket's path on the node>"}
+
+    # The name JupyterHub and the proxy reach a tunnel by: the certificate
+    # carries it (alt_names). Never 127.0.0.1, which the hub's client checks the
+    # proxy's API against: a session certificate must not be able to pass for it.
+    server_name = "localhost"
+
+    def endpoint(self, host: str, port: int) -> tuple[str, int]:
+        return "127.0.0.1", port
+
+    def server_address(self, host: str, port: int) -> tuple[str, int]:
+        return self.server_name, port
+
+
+TRANSPORTS = {t.name: t for t in (TunnelTransport, DirectTransport)}
 
 
 def name_covers(alt_name: str, host: str) -> bool:
@@ -61,7 +92,7 @@ class LabLink:
     """One server's link to its lab; the spawner gives it its TLS settings and the transport."""
 
     spawner: object  # the CondorlabSpawner: its user, internal TLS settings and names
-    transport: DirectTransport
+    transport: DirectTransport | TunnelTransport
     watch: LabWatch
 
     @property
@@ -72,13 +103,16 @@ class LabLink:
     def alt_names(self) -> list[str]:
         """The names a session certificate carries, and why.
 
-        The execute nodes (ssl_alt_names): the hub reaches the lab by its node's
-        name. The name the proxy checks the lab against, which Node takes from
-        the Host the browser used: the user's own domain with subdomain_host,
-        otherwise the public names. Never localhost or the hub's names.
+        How the hub reaches the lab: by its node's name (the direct transport:
+        every execute node, ssl_alt_names), or by the tunnel's name (localhost,
+        at a port the tunnel front holds). The name the proxy checks the lab
+        against, which Node takes from the Host the browser used: the user's own
+        domain with subdomain_host, otherwise the public names. Never an IP
+        address or the hub's names.
         """
         user = self.spawner.user
-        names = self._names
+        tunnel_name = getattr(self.transport, "server_name", "")
+        names = [f"DNS:{tunnel_name}"] if tunnel_name else self._names
         if user.settings.get("subdomain_host"):
             names.append(f"DNS:{user.domain}")
         else:
@@ -104,13 +138,19 @@ class LabLink:
         if not self.spawner.internal_ssl:
             return None
         settings = self.spawner.user.settings
-        return make_ssl_context(
+        context = make_ssl_context(
             settings["internal_ssl_key"], settings["internal_ssl_cert"], cafile=settings["internal_ssl_ca"]
         )
+        # Through a tunnel the lab is at 127.0.0.1, which no certificate names:
+        # the pinned certificate (identity.open_verified) is what identifies it.
+        context.check_hostname = self.transport.name == "direct"
+        return context
 
     def covers(self, host: str) -> bool:
-        """Whether the session certificate's names (ssl_alt_names) cover this host."""
-        return not self.spawner.internal_ssl or any(name_covers(name, host) for name in self._names)
+        """Whether the session certificate's names (ssl_alt_names) cover this host (the direct transport's need)."""
+        if self.transport.name != "direct" or not self.spawner.internal_ssl:
+            return True
+        return any(name_covers(name, host) for name in self._names)
 
     async def check(self, host: str, port: int, pinned: str) -> None:
         """Raise unless this session's own lab answers on host:port (identity.check_lab)."""
@@ -173,20 +213,56 @@ class LabLink:
 
 
 class LabHooks:
-    """JupyterHub's certificate hooks, the port report and the shutdown, for CondorlabSpawner (self.lab: LabLink).
+    """JupyterHub's certificate hooks, the lab's report, its tunnel and the shutdown, for CondorlabSpawner (self.lab).
 
-    Uses the spawner's session, job_id, port, port_range, server and user.
+    Uses the spawner's session, job_id, port, port_range, lab_socket, server, user, helper and _abandon.
     """
 
-    def accept_port(self, port: int) -> str:
-        """Take a port reported by this server's own job (handlers.py); return an error message or ''."""
-        low, high = self.port_range
-        if not low <= port <= high:
-            return f"port {port} is outside the allowed range {low}-{high}"
-        if not self.job_id or self.port:
-            return "this server is not waiting for a port"
-        self.port = port
+    def accept_report(self, kind: str, value) -> str:
+        """Take where this server's own job says its lab listens (handlers.py); return an error message or ''.
+
+        kind is the transport's: "port" (an integer of port_range) or "socket" (its path on the node).
+        """
+        if kind != self.lab.transport.report:
+            return f'this hub reaches labs by {self.lab.transport.name}: report {{"{self.lab.transport.report}": ...}}'
+        if kind == "port":
+            if isinstance(value, bool) or not isinstance(value, int):
+                return "port must be an integer"
+            low, high = self.port_range
+            if not low <= value <= high:
+                return f"port {value} is outside the allowed range {low}-{high}"
+        else:
+            try:
+                tunnel.check_socket_path(value if isinstance(value, str) else "")
+            except tunnel.TunnelError as exc:
+                return str(exc)
+        if not self.job_id or self.port or self.lab_socket:
+            return "this server is not waiting for its lab"
+        if kind == "port":
+            self.port = value
+        else:
+            self.lab_socket = value
         return ""
+
+    async def open_tunnel(self) -> None:
+        """Open the tunnel to the lab's socket (tunnel.py); its hub-side port becomes the server's port."""
+        try:
+            reply = await self.helper.tunnel("open", self.server_key, self.job_id, self.lab_socket)
+        except (OSError, RuntimeError, ValueError) as exc:
+            self.log.error("Could not open the tunnel of %s: %s", self._log_name, exc)
+            await self._abandon()
+            raise messages.StartFailed(messages.TUNNEL_FAILED, "tunnel") from None
+        self.port = int(reply["port"])
+        self.log.info("Tunnel of %s to %s on port %s", self._log_name, self.lab_socket, self.port)
+
+    async def close_tunnel(self) -> None:
+        """Close this server's tunnel, if it has one."""
+        if self.lab.transport.name != "tunnel":
+            return
+        try:
+            await self.helper.tunnel("close", self.server_key)
+        except (OSError, RuntimeError, ValueError) as exc:
+            self.log.warning("Could not close the tunnel of %s: %s", self._log_name, exc)
 
     async def create_certs(self) -> dict:
         lifetime = int(self.start_timeout) + int(self.session.walltime if self.session else 0) + int(self.cert_margin)
@@ -212,4 +288,4 @@ class LabHooks:
         return await self.lab.shutdown(self.server, token, self.session.cert_sha256 if self.session else "")
 
 
-__all__ = ["DirectTransport", "LabHooks", "LabLink", "name_covers"]
+__all__ = ["TRANSPORTS", "DirectTransport", "LabHooks", "LabLink", "TunnelTransport", "name_covers"]

@@ -119,6 +119,11 @@ SEAL_FAILED = (
     "and tell the site's administrators if it fails again"
 )
 
+TUNNEL_FAILED = (
+    "The hub could not open the channel to your lab (condorlab-tunnel failed); try again, "
+    "and tell the site's administrators if it fails again"
+)
+
 
 def not_covered(host: str) -> str:
     return (

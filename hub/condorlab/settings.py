@@ -17,7 +17,7 @@ import json
 import sys
 
 from batchspawner import CondorSpawner
-from traitlets import Dict, Float, Integer, List, Tuple, Unicode, default
+from traitlets import Dict, Enum, Float, Integer, List, Tuple, Unicode, default
 
 from . import contract, handlers, jobs, metrics, options
 from .accounting import SESSION_RECORDS
@@ -41,6 +41,14 @@ class SpawnerSettings(CondorSpawner):
     ).tag(config=True)
     job_seal = Unicode(
         "/opt/condorlab/hub/bin/condorlab-seal", help="The seal (seal.py), run as root through sudo."
+    ).tag(config=True)
+    job_tunnel = Unicode(
+        "/opt/condorlab/hub/bin/condorlab-tunnel", help="The tunnel command (tunnel.py), run as root through sudo."
+    ).tag(config=True)
+    transport = Enum(
+        ["tunnel", "direct"],
+        "tunnel",
+        help="How the hub reaches labs: through a tunnel to their socket, or on a port of their node (lablink.py).",
     ).tag(config=True)
     port_range = Tuple(
         Integer(), Integer(), default_value=contract.PORT_RANGE, help="Ports a lab may report (inclusive)."

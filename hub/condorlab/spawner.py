@@ -27,7 +27,7 @@ from .accounting import record_session
 from .helperclient import HelperClient
 from .jobs import JobInfo, State, shared_cache, wait_gone
 from .jobstate import JobStateHooks
-from .lablink import DirectTransport, LabHooks, LabLink
+from .lablink import TRANSPORTS, LabHooks, LabLink
 from .messages import StartFailed
 from .session import LAST_END_KEY, STATE_KEY, Session
 from .settings import SpawnerSettings
@@ -47,6 +47,7 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
     stop_reason = Unicode("stopped")  # why the next stop happens, for the record
     ending = Any(False)  # set while poll() ends a session at its walltime
     tls_files = Any(None)  # the session's TLS files (name -> PEM) for the next submission
+    lab_socket = Unicode("")  # the tunnel transport: the lab's socket on its node, as the lab reported it
     job_info = Any(JobInfo(State.GONE))  # the last state read from the cache
 
     @default("status_cache")
@@ -56,12 +57,15 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.lab = LabLink(self, DirectTransport(), policy.LabWatch(self.lost_after, self.lab_exit_grace))
+        transport = TRANSPORTS[self.transport]()
+        self.lab = LabLink(self, transport, policy.LabWatch(self.lost_after, self.lab_exit_grace))
 
     @property
     def helper(self) -> HelperClient:
         """The job helper and the seal, as this server's user (named at each use: an admin may rename users)."""
-        return self.__dict__.get("_helper") or HelperClient(self.user.name, self.job_helper, self.job_seal)
+        return self.__dict__.get("_helper") or HelperClient(
+            self.user.name, self.job_helper, self.job_seal, self.job_tunnel
+        )
 
     @helper.setter
     def helper(self, client) -> None:
@@ -150,7 +154,8 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
             await self.helper.remove(self.job_id)
 
     async def clean_staging(self) -> None:
-        """Delete the session's staged secrets (token file, key, certificate) once its job has left."""
+        """Close the tunnel; delete the staged secrets (token file, key, certificate) once the job has left."""
+        await self.close_tunnel()
         try:
             await self.helper.clean(self.server_key)
         except (OSError, RuntimeError, ValueError) as exc:
@@ -179,7 +184,7 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
         # runs from here): removing the job and its staged files takes seconds.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(1, int(self.start_timeout) - 15)
-        self.ip, self.port, self.last_end = "0.0.0.0", 0, {}  # noqa: S104 - until the job's host is known
+        self.ip, self.port, self.last_end, self.lab_socket = "0.0.0.0", 0, {}, ""  # noqa: S104 - until known
         if self.server:
             self.server.port = 0
         await self.submit_batch_script()
@@ -196,6 +201,8 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
                 error = messages.start_failure(self.job_id, self.job_info, self.session, self.server_key)
                 await self._abandon()
                 raise error
+            if status == JobStatus.RUNNING and self.lab_socket and not self.port:
+                await self.open_tunnel()
             if status == JobStatus.RUNNING and self.port:
                 break
             if loop.time() > deadline:
@@ -215,7 +222,7 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
         self.log.info("Session job %s of %s runs at %s:%s", self.job_id, self.user.name, self.ip, self.port)
         self.session = self.session.started_now()
         self.record("start", host=self.ip)
-        return self.ip, self.port
+        return self.lab.transport.server_address(self.ip, self.port)
 
     def join_cull_group(self) -> None:
         """Make the session's user group the user's only JupyterHub group: its idle culler alone may end it."""
@@ -237,7 +244,9 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
             self.record("stop", host=self.job_info.host or self.ip, reason=self.stop_reason)
         self.stop_reason = "stopped"
         if not now and await self.request_shutdown():
-            # The lab exits, the job ends normally and Condor brings its files back.
+            # The lab exits, the job ends normally and Condor brings its files back
+            # (once the tunnel's ssh session, which the starter waits for, is gone).
+            await self.close_tunnel()
             wait = wait_gone(self.status_cache, self.job_id, self.stop_grace, self.stop_transfer_timeout)
             gone, self.job_info = await wait
             if gone:
@@ -295,6 +304,8 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
             await self.cancel_batch_job()
         if self.job_info.state in (State.GONE, State.HELD):
             await self.clean_staging()
+        else:
+            await self.close_tunnel()
         self.clear_state()
         return 1
 

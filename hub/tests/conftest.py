@@ -69,6 +69,10 @@ class FakeHelper:
         self.calls.append((("seal", cluster), None))
         return {"sealed": int(cluster), "removed": []}
 
+    async def tunnel(self, verb, server_key, *args):
+        self.calls.append((("tunnel", verb, server_key, *args), None))
+        return {"port": 30007} if verb == "open" else {"closed": 30007}
+
     @property
     def commands(self):
         """The calls without their standard input: ("remove", "12"), ("clean", "default"), ..."""

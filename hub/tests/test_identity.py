@@ -151,6 +151,7 @@ def running(ca_store, tmp_path, fake_helper):
     """alice's running session whose certificate the hub pinned, and the helper calls it makes."""
     spawner = CondorlabSpawner(
         user=SimpleNamespace(name="alice", url="/user/alice/", settings={}),
+        transport="direct",
         accounting_records=str(tmp_path / "sessions.jsonl"),
     )
     spawner.internal_ssl = True

@@ -11,6 +11,8 @@ import pytest
 from condorlab import handlers, identity
 from condorlab.helperclient import HelperClient
 from condorlab.jobs import JobInfo, ShareSlot, ShareView, State
+from condorlab.lablink import LabLink, TunnelTransport
+from condorlab.messages import StartFailed
 from condorlab.options import apply_user_options, options_from_form
 from condorlab.session import Session
 from condorlab.spawner import CondorlabSpawner
@@ -69,6 +71,7 @@ def spawner(tmp_path, fake_helper):
     s = CondorlabSpawner(
         user=SimpleNamespace(name="alice", url="/user/alice/", settings={}),
         port_range=(50000, 50010),
+        transport="direct",
         user_groups=USER_GROUPS,
         accounting_records=str(tmp_path / "sessions.jsonl"),
     )
@@ -159,14 +162,16 @@ def test_named_servers_do_not_share_the_default_staging(spawner, monkeypatch):
         ("12", 0, 50005, ""),
         ("12", 0, 49999, "outside the allowed range"),
         ("12", 0, 50011, "outside the allowed range"),
-        ("", 0, 50005, "not waiting for a port"),
-        ("12", 50001, 50005, "not waiting for a port"),
+        ("", 0, 50005, "not waiting for its lab"),
+        ("12", 50001, 50005, "not waiting for its lab"),
+        ("12", 0, True, "port must be an integer"),
+        ("12", 0, "50005", "port must be an integer"),
     ],
 )
 def test_accept_port(spawner, job_id, port, reported, error):
     spawner.job_id = job_id
     spawner.port = port
-    message = spawner.accept_port(reported)
+    message = spawner.accept_report("port", reported)
     if error:
         assert error in message and spawner.port == port
     else:
@@ -180,11 +185,54 @@ def test_start_waits_for_the_job_and_the_port(spawner):
         task = asyncio.ensure_future(spawner.start())
         await asyncio.sleep(0.05)
         assert not task.done(), "no port reported yet"
-        assert spawner.accept_port(50003) == ""
+        assert spawner.accept_report("port", 50003) == ""
         return await asyncio.wait_for(task, 5)
 
     assert run(go()) == ("wn1", 50003)
     assert spawner.status_cache.forced[0] is True, "the first look after submitting bypasses the cache"
+
+
+def test_through_a_tunnel_a_start_opens_it_to_the_reported_socket_and_routes_to_its_port(spawner):
+    spawner.lab = LabLink(spawner, TunnelTransport(), spawner.lab.watch)
+    spawner.status_cache = FakeCache(JobInfo(State.IDLE), JobInfo(State.RUNNING, host="wn1"))
+    socket_path = "/var/lib/condor/execute/dir_42/.condorlab/lab.sock"
+
+    async def go():
+        task = asyncio.ensure_future(spawner.start())
+        await asyncio.sleep(0.05)
+        assert spawner.accept_report("port", 50003) == 'this hub reaches labs by tunnel: report {"socket": ...}'
+        assert spawner.accept_report("socket", "/etc/../root/x.sock").startswith("socket path")
+        assert spawner.accept_report("socket", socket_path) == ""
+        assert spawner.accept_report("socket", socket_path) == "this server is not waiting for its lab"
+        return await asyncio.wait_for(task, 5)
+
+    assert run(go()) == ("localhost", 30007), "JupyterHub and the proxy reach the tunnel's port by its name"
+    assert ("tunnel", "open", "default", "12", socket_path) in spawner.helper.commands
+    assert spawner.lab.transport.endpoint(spawner.ip, spawner.port) == ("127.0.0.1", 30007)
+    run(spawner.clean_staging())
+    assert ("tunnel", "close", "default") in spawner.helper.commands, "the tunnel goes with the session"
+
+
+def test_a_tunnel_that_cannot_open_fails_the_start_with_its_reason_and_removes_the_job(spawner):
+    spawner.lab = LabLink(spawner, TunnelTransport(), spawner.lab.watch)
+    spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn1"))
+
+    async def refuse(*args):
+        raise RuntimeError("condorlab-tunnel open failed (2): no free tunnel port")
+
+    spawner.helper.tunnel = refuse
+    spawner.lab_socket = ""
+
+    async def go():
+        task = asyncio.ensure_future(spawner.start())
+        await asyncio.sleep(0.05)
+        spawner.accept_report("socket", "/var/lib/condor/execute/dir_1/.condorlab/lab.sock")
+        return await asyncio.wait_for(task, 5)
+
+    with pytest.raises(StartFailed) as failed:
+        run(go())
+    assert failed.value.reason == "tunnel" and "channel to your lab" in str(failed.value)
+    assert ("remove", "12") in spawner.helper.commands
 
 
 def test_a_start_makes_the_user_a_member_of_the_session_s_group_only(spawner):

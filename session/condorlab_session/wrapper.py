@@ -48,11 +48,24 @@ LEGACY_ARGUMENTS = ("session.json", "session.summary")
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
+# How the hub reaches the lab (contract.TRANSPORTS): "tunnel" (a Unix socket in
+# the job's private directory, reached through condor_ssh_to_job) or "direct" (a
+# TCP port of the node's session port range, which its firewall opens to the proxy).
+TRANSPORTS = ("tunnel", "direct")
+# The lab's socket, in the sandbox (0700, the user's): <sandbox>/<SOCKET_NAME>.
+SOCKET_NAME = os.path.join(".condorlab", "lab.sock")
+# Jupyter Server's default port: the only one it accepts along with a socket.
+JUPYTER_DEFAULT_PORT = 8888
+# A Unix socket's path is at most 107 bytes (sun_path).
+SOCKET_PATH_MAX = 107
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the node's settings file may set."""
 
-    port_range: tuple[int, int]  # the ports this node's firewall opens to the proxy (the site's)
+    transport: str = "tunnel"
+    port_range: tuple[int, int] | None = None  # direct: the ports this node's firewall opens to the proxy
     report_patience: float = 300  # how long to keep trying to report the port (the hub may be restarting)
     boot_patience: float = 120  # how long the lab may take to listen
     port_attempts: int = 5  # how many ports to try
@@ -69,15 +82,19 @@ class Settings:
         unknown = sorted(set(values) - set(cls.__dataclass_fields__))
         if unknown:
             raise SystemExit(f"{path}: unknown setting(s) {', '.join(unknown)}")
-        try:
-            low, high = (int(v) for v in values.pop("port_range"))
-        except (KeyError, TypeError, ValueError):
-            raise SystemExit(f"{path}: port_range must be [first, last]") from None
-        if not 1024 <= low <= high <= 65535:
-            raise SystemExit(f"{path}: port_range must be [first, last] within 1024-65535, not [{low}, {high}]")
+        if values.get("transport", "tunnel") not in TRANSPORTS:
+            raise SystemExit(f"{path}: transport must be one of {', '.join(TRANSPORTS)}")
+        if values.get("transport", "tunnel") == "direct" or "port_range" in values:
+            try:
+                low, high = (int(v) for v in values.pop("port_range"))
+            except (KeyError, TypeError, ValueError):
+                raise SystemExit(f"{path}: port_range must be [first, last]") from None
+            if not 1024 <= low <= high <= 65535:
+                raise SystemExit(f"{path}: port_range must be [first, last] within 1024-65535, not [{low}, {high}]")
+            values["port_range"] = (low, high)
         if "lab_command" in values:
             values["lab_command"] = tuple(values["lab_command"])
-        return cls(port_range=(low, high), **values)
+        return cls(**values)
 
 
 def log(message: str) -> None:
@@ -117,10 +134,24 @@ def own_certificate(env: dict) -> bytes | None:
         return ssl.PEM_cert_to_DER_cert(handle.read())
 
 
-def answers_as_us(port: int, certificate: bytes | None) -> bool:
-    """Whether the lab listens on the port: with our own certificate under TLS."""
+def connect(where: int | str) -> socket.socket:
+    """A connection to the lab: on this node's port, or on its socket (a path)."""
+    if isinstance(where, int):
+        return socket.create_connection(("127.0.0.1", where), timeout=2)
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(2)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
+        conn.connect(where)
+    except OSError:
+        conn.close()
+        raise
+    return conn
+
+
+def answers_as_us(where: int | str, certificate: bytes | None) -> bool:
+    """Whether the lab listens on the port or socket: with our own certificate under TLS."""
+    try:
+        with connect(where) as raw:
             if certificate is None:
                 return True
             # Only the server's certificate matters here; TLS 1.3 shows it
@@ -133,6 +164,40 @@ def answers_as_us(port: int, certificate: bytes | None) -> bool:
                 return tls.getpeercert(binary_form=True) == certificate
     except (OSError, ssl.SSLError):
         return False
+
+
+def lab_socket(sandbox: str) -> str:
+    """The lab's socket path in the sandbox, in a directory only the user may enter."""
+    path = os.path.join(sandbox, SOCKET_NAME)
+    if len(path.encode()) > SOCKET_PATH_MAX:
+        raise SystemExit(f"the sandbox path {sandbox} is too long for a Unix socket ({len(path)} > {SOCKET_PATH_MAX})")
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    os.chmod(os.path.dirname(path), 0o700)
+    if os.path.lexists(path):
+        os.unlink(path)  # a leftover of an earlier run of this job (a restart after eviction)
+    return path
+
+
+def start_lab_on_socket(
+    command: list[str], env: dict, work_dir: str, certificate: bytes | None, settings: Settings, sandbox: str
+) -> tuple[subprocess.Popen, str]:
+    """Start the lab on its socket; return (process, path) once it answers there as this session."""
+    path = lab_socket(sandbox)
+    # jupyterhub-singleuser takes its port from the service URL, and Jupyter
+    # Server listens on the socket alone only when that is its default port.
+    scheme, rest = env.get("JUPYTERHUB_SERVICE_URL", "http://0.0.0.0:0/").split("://", 1)
+    env["JUPYTERHUB_SERVICE_URL"] = f"{scheme}://127.0.0.1:{JUPYTER_DEFAULT_PORT}/{rest.partition('/')[2]}"
+    log(f"starting JupyterLab on {socket.gethostname()}:{path} in {work_dir}")
+    process = subprocess.Popen([*command, f"--ServerApp.sock={path}"], env=env, cwd=work_dir)  # noqa: S603
+    deadline = time.monotonic() + settings.boot_patience
+    while process.poll() is None and time.monotonic() < deadline:
+        if answers_as_us(path, certificate):
+            return process, path
+        time.sleep(0.1)
+    if process.poll() is None:
+        process.terminate()
+        process.wait()
+    raise SystemExit(f"JupyterLab did not come up on its socket (exit {process.returncode})")
 
 
 def start_lab(
@@ -161,11 +226,12 @@ def start_lab(
     )
 
 
-def report_port(api_url: str, token: str, port: int, context: ssl.SSLContext | None, patience: float) -> None:
-    """Tell the hub the lab's port; retry while the hub does not answer, give up at once if it refuses."""
+def report_port(api_url: str, token: str, where: int | str, context: ssl.SSLContext | None, patience: float) -> None:
+    """Tell the hub where the lab listens (its port, or its socket's path); retry while the hub
+    does not answer, give up at once if it refuses."""
     request = urllib.request.Request(  # noqa: S310 - the hub's API URL, https with internal TLS
         api_url.rstrip("/") + "/condorlab/port",
-        data=json.dumps({"port": port}).encode(),
+        data=json.dumps({"port": where} if isinstance(where, int) else {"socket": where}).encode(),  # handlers.py
         headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
         method="POST",
     )
@@ -239,12 +305,16 @@ def main(argv: list[str] | None = None, settings_file: str = SETTINGS_FILE) -> N
     with open(session_file) as handle:
         env, work_dir = lab_environment(json.load(handle), sandbox)
     command = [*settings.lab_command, f"--ServerApp.root_dir={work_dir}"]
-    process, port = start_lab(command, env, work_dir, own_certificate(env), settings)
+    if settings.transport == "tunnel":
+        process, where = start_lab_on_socket(command, env, work_dir, own_certificate(env), settings, sandbox)
+    else:
+        process, where = start_lab(command, env, work_dir, own_certificate(env), settings)
     forward_signals(process)
-    write_summary(summary_file, port=port, work_dir=work_dir, started=time.time())
+    listens = {"port": where} if isinstance(where, int) else {"socket": where}
+    write_summary(summary_file, **listens, work_dir=work_dir, started=time.time())
     try:
         report_port(
-            env["JUPYTERHUB_API_URL"], env["JUPYTERHUB_API_TOKEN"], port, tls_context(env), settings.report_patience
+            env["JUPYTERHUB_API_URL"], env["JUPYTERHUB_API_TOKEN"], where, tls_context(env), settings.report_patience
         )
     except SystemExit:
         process.terminate()

@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 # A stand-in for jupyterhub-singleuser: listens on the port of JUPYTERHUB_SERVICE_URL
-# after LAB_DELAY seconds (with TLS when LAB_CERT/LAB_KEY are set), and on SIGTERM
+# (or on --ServerApp.sock, which it takes only with the default port) after LAB_DELAY seconds (with TLS when LAB_CERT/LAB_KEY are set), and on SIGTERM
 # writes LAB_MARKER and ends by that signal, as a lab does.
 LAB = r"""
 import os, signal, socket, ssl, sys, time
@@ -35,12 +36,19 @@ def on_term(number, frame):
 signal.signal(signal.SIGTERM, on_term)
 time.sleep(float(os.environ.get("LAB_DELAY", "0")))
 port = int(os.environ["JUPYTERHUB_SERVICE_URL"].rsplit(":", 1)[1].split("/")[0])
-server = socket.socket()
-server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    server.bind(("0.0.0.0", port))
-except OSError:
-    sys.exit(3)
+sock = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--ServerApp.sock=")]
+if sock:
+    if port != 8888:
+        sys.exit(4)  # as Jupyter Server: --port and --sock are mutually exclusive
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(sock[0])
+else:
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        server.bind(("0.0.0.0", port))
+    except OSError:
+        sys.exit(3)
 server.listen(16)
 context = None
 if os.environ.get("LAB_CERT"):
@@ -100,7 +108,7 @@ def free_ports(count: int) -> list[int]:
 
 
 def settings(port_range, **values) -> wrapper.Settings:
-    return wrapper.Settings(port_range=port_range, lab_command=tuple(lab_command()), **values)
+    return wrapper.Settings(transport="direct", port_range=port_range, lab_command=tuple(lab_command()), **values)
 
 
 class Hub:
@@ -113,7 +121,12 @@ class Hub:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 try:
-                    socket.create_connection(("127.0.0.1", body["port"]), timeout=2).close()
+                    if "socket" in body:
+                        probe = socket.socket(socket.AF_UNIX)
+                        probe.connect(body["socket"])
+                        probe.close()
+                    else:
+                        socket.create_connection(("127.0.0.1", body["port"]), timeout=2).close()
                     listening = True
                 except OSError:
                     listening = False
@@ -139,7 +152,7 @@ def hub():
     server.close()
 
 
-def sandbox_with_session(tmp_path, hub_url: str, port_range, extra_env=None) -> dict:
+def sandbox_with_session(tmp_path, hub_url: str, port_range, extra_env=None, transport="direct") -> dict:
     """A job sandbox holding the session file and the node's settings file; the wrapper's environment."""
     (tmp_path / "session.json").write_text(
         json.dumps(
@@ -155,7 +168,9 @@ def sandbox_with_session(tmp_path, hub_url: str, port_range, extra_env=None) -> 
         )
     )
     (tmp_path / "settings.json").write_text(
-        json.dumps({"port_range": list(port_range), "lab_command": lab_command(), "report_patience": 5})
+        json.dumps(
+            {"transport": transport, "port_range": list(port_range), "lab_command": lab_command(), "report_patience": 5}
+        )
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
     package = os.path.dirname(os.path.dirname(wrapper.__file__))
@@ -175,20 +190,51 @@ def run_wrapper(tmp_path, env) -> subprocess.Popen:
 
 def test_the_node_s_settings_are_read_and_checked(tmp_path):
     path = tmp_path / "session.json"
-    path.write_text(json.dumps({"port_range": [51000, 51009], "report_patience": 60}))
+    path.write_text(json.dumps({"transport": "direct", "port_range": [51000, 51009], "report_patience": 60}))
     loaded = wrapper.Settings.load(str(path))
     assert loaded.port_range == (51000, 51009) and loaded.report_patience == 60
     assert loaded.lab_command[0].endswith("/bin/jupyterhub-singleuser")
+    path.write_text(json.dumps({"report_patience": 60}))
+    assert wrapper.Settings.load(str(path)).transport == "tunnel", "the tunnel is the default, without ports"
     for values, message in [
         ({"port_range": [51000, 51009], "port": 1}, "unknown setting(s) port"),
-        ({"report_patience": 1}, "port_range must be [first, last]"),
+        ({"transport": "direct", "report_patience": 1}, "port_range must be [first, last]"),
         ({"port_range": [80, 90]}, "within 1024-65535, not [80, 90]"),
+        ({"transport": "ssh"}, "transport must be one of tunnel, direct"),
     ]:
         path.write_text(json.dumps(values))
         with pytest.raises(SystemExit, match=re.escape(message)):
             wrapper.Settings.load(str(path))
     with pytest.raises(SystemExit, match=r"run site\.yml"):
         wrapper.Settings.load(str(tmp_path / "missing.json"))
+
+
+# ---- the tunnel transport: a socket in the sandbox --------------------------
+
+
+def test_the_job_reports_its_lab_s_socket_in_a_directory_only_the_user_may_enter(tmp_path, hub):
+    """The lab listens on a socket in the sandbox, never on a port; its path is reported once it listens."""
+    env = sandbox_with_session(tmp_path, hub.url, (50000, 50009), transport="tunnel")
+    job = run_wrapper(tmp_path, env)
+    try:
+        deadline = time.monotonic() + 20
+        while not hub.reports and time.monotonic() < deadline:
+            time.sleep(0.1)
+        socket_path = str(tmp_path / ".condorlab" / "lab.sock")
+        assert hub.reports == [("/hub/api/condorlab/port", "token secret-token", {"socket": socket_path}, True)]
+        assert stat.S_IMODE(os.stat(tmp_path / ".condorlab").st_mode) == 0o700
+        summary = json.loads((tmp_path / "session.summary").read_text())
+        assert summary["socket"] == socket_path and "port" not in summary
+    finally:
+        job.terminate()
+        job.wait(20)
+
+
+def test_a_sandbox_path_too_long_for_a_socket_is_refused_with_its_reason(tmp_path):
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    with pytest.raises(SystemExit, match="too long for a Unix socket"):
+        wrapper.lab_socket(str(deep))
 
 
 # ---- ports ------------------------------------------------------------------

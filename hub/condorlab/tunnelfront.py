@@ -1,0 +1,107 @@
+"""condorlab-tunnel-front: hold the tunnel ports on loopback; pass each connection on to its tunnel's end.
+
+  condorlab-tunnel-front [SETTINGS_FILE]
+
+Started with the access point (its own systemd unit), before users' sessions,
+it listens on 127.0.0.1 on every port of the tunnel range it can take and keeps
+them for as long as it runs: no other account can take a tunnel's port, before
+its tunnel opens or while it is re-established. A connection to PORT is passed
+on to TUNNEL_DIR/PORT/end.sock, the hub-side end of that port's tunnel
+(tunnel.py), byte for byte; it never looks inside (TLS runs end to end between
+the proxy or the hub and the lab). While a tunnel is being re-established, the
+connection waits for its end up to END_PATIENCE seconds instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+
+from .tunnel import END_NAME, SETTINGS_FILE, TUNNEL_DIR, TunnelSettings
+
+END_PATIENCE = 10.0  # seconds a connection waits for its tunnel's end to appear
+CHUNK = 256 * 1024
+
+log = logging.getLogger("condorlab-tunnel-front")
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(CHUNK):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        if not writer.is_closing() and not writer.can_write_eof():
+            writer.close()
+
+
+async def open_end(path: str, patience: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to a tunnel's end, waiting for it while its tunnel is (re-)established."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while True:
+        try:
+            return await asyncio.open_unix_connection(path)
+        except OSError:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+class Front:
+    def __init__(self, tunnel_dir: str = TUNNEL_DIR, patience: float = END_PATIENCE):
+        self.tunnel_dir, self.patience = tunnel_dir, patience
+
+    def handler(self, port: int):
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            directory = os.path.join(self.tunnel_dir, str(port))
+            try:
+                if not os.path.isdir(directory):
+                    raise FileNotFoundError(f"no tunnel on port {port}")
+                end_reader, end_writer = await open_end(os.path.join(directory, END_NAME), self.patience)
+            except OSError as exc:
+                log.info("Connection to port %s: %s", port, exc)
+                writer.close()
+                return
+            await asyncio.gather(pipe(reader, end_writer), pipe(end_reader, writer))
+            for w in (writer, end_writer):
+                w.close()
+
+        return serve
+
+    async def listen(self, low: int, high: int) -> list[asyncio.Server]:
+        servers = []
+        for port in range(low, high + 1):
+            try:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.bind(("127.0.0.1", port))
+            except OSError as exc:
+                sock.close()
+                log.warning("Cannot hold tunnel port %s (%s); no tunnel will use it", port, exc)
+                continue
+            servers.append(await asyncio.start_server(self.handler(port), sock=sock, backlog=128))
+        return servers
+
+
+async def run(settings: TunnelSettings) -> None:
+    servers = await Front().listen(*settings.port_range)
+    low, high = settings.port_range
+    log.info("Holding %s of the %s tunnel ports %s-%s", len(servers), high - low + 1, low, high)
+    await asyncio.Event().wait()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    settings = TunnelSettings.load(sys.argv[1] if len(sys.argv) > 1 else SETTINGS_FILE)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()
