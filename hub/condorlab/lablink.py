@@ -46,6 +46,10 @@ class DirectTransport:
         """The server's address for JupyterHub and the proxy (the name its certificate carries for them)."""
         return host, port
 
+    def seen(self, error: BaseException) -> BaseException:
+        """A health check's error as the watch judges it (policy.LabWatch)."""
+        return error
+
     def url(self, server, path: str) -> str:
         """The plain-HTTP URL of a path of the lab (without internal TLS): the server's own address."""
         return f"{server.host}{path}"
@@ -70,6 +74,13 @@ class TunnelTransport(DirectTransport):
 
     def server_address(self, host: str, port: int) -> tuple[str, int]:
         return self.server_name, port
+
+    def seen(self, error: BaseException) -> BaseException:
+        """The channel answered but closed the connection at once: its far end, the lab's socket, refused it
+        (a dead node or channel makes the check wait instead)."""
+        if isinstance(error, (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError, EOFError)):
+            return ConnectionRefusedError(f"the lab's socket refused the tunnel's connection ({error!r})")
+        return error
 
 
 TRANSPORTS = {t.name: t for t in (TunnelTransport, DirectTransport)}
@@ -159,20 +170,22 @@ class LabLink:
             return
         if not pinned:
             raise identity.IdentityError("this session has no certificate on record")
-        await identity.check_lab(*self.transport.endpoint(host, port), context, pinned)
+        await identity.check_lab(
+            *self.transport.endpoint(host, port), context, pinned, timeout=self.spawner.health_timeout
+        )
 
     async def lost(self, host: str, port: int, pinned: str, cache) -> tuple[str, str] | None:
         """(reason, message) when the running lab is gone by the watch's rules; None while it counts as there.
 
         A lost node is told to the queue view (cache.node_lost): new sessions avoid it for a while.
         """
-        error = None
+        error, began = None, time.time()
         try:
             await self.check(host, port, pinned)
-        except (identity.IdentityError, OSError, TimeoutError) as exc:
-            error = exc
-        since = self.watch.unreachable_since or time.time()
-        reason = self.watch.judge(error)
+        except (identity.IdentityError, OSError, TimeoutError, EOFError) as exc:
+            error = self.transport.seen(exc)
+        since = self.watch.unreachable_since or began
+        reason = self.watch.judge(error, now=began)
         if reason == "node-lost":
             cache.node_lost(host, since)
         if reason:

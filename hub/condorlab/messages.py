@@ -155,7 +155,7 @@ def lab_lost(reason: str, host: str, port: int, since: float = 0.0) -> str:
     if reason == "lost":
         return f"another process answers on {host}:{port} in place of your lab; the session was ended"
     if reason == "lab-died":
-        return f"your lab on {host} stopped (nothing listens on port {port} any more)"
+        return f"your lab on {host} stopped (nothing answers in its place any more)"
     when = time.strftime("%H:%M:%S %Z", time.localtime(since))
     return f"the node running your session, {host}, stopped answering at {when}"
 

@@ -82,6 +82,9 @@ class SpawnerSettings(CondorSpawner):
     lost_after = Integer(
         45, help="Seconds a running lab may not answer the health check before its node is taken as lost."
     ).tag(config=True)
+    health_timeout = Float(
+        10, help="Seconds a health check of a running lab may take; a slower answer counts as none."
+    ).tag(config=True)
     lab_exit_grace = Integer(
         8, help="Seconds nothing may listen on a running lab's port before the session ends as 'lab died'."
     ).tag(config=True)

@@ -173,3 +173,20 @@ def test_the_front_closes_a_connection_to_a_port_without_a_tunnel(tmp_path):
 async def _pair(handler):
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
     return server.sockets[0].getsockname()[:2]
+
+
+def test_through_a_tunnel_a_connection_closed_at_once_is_the_lab_refusing_and_silence_a_lost_node():
+    import ssl
+
+    from condorlab.lablink import DirectTransport, TunnelTransport
+    from condorlab.policy import LabWatch
+
+    for closed in (ConnectionResetError(), ssl.SSLEOFError(), asyncio.IncompleteReadError(b"", 10)):
+        assert isinstance(TunnelTransport().seen(closed), ConnectionRefusedError)
+        assert DirectTransport().seen(closed) is closed, "directly, a closed connection is no refusal"
+    watch = LabWatch(lost_after=12, exit_grace=8)
+    assert watch.judge(TunnelTransport().seen(TimeoutError()), now=100) is None
+    assert watch.judge(TunnelTransport().seen(TimeoutError()), now=112) == "node-lost"
+    watch.reset()
+    assert watch.judge(TunnelTransport().seen(EOFError()), now=100) is None
+    assert watch.judge(TunnelTransport().seen(EOFError()), now=108) == "lab-died"
