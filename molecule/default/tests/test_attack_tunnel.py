@@ -111,9 +111,7 @@ def test_bob_s_port_and_connection_flood_neither_stops_alice_s_start_nor_her_lab
 
 def test_bob_cannot_open_alice_s_hub_side_end_or_take_her_port(alice_on_flooded_node, hub):
     end, port = alice_on_flooded_node["end"], alice_on_flooded_node["port"]
-    opened = bob_runs(
-        hub, f"python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.connect(\"{end}\")'"
-    )
+    opened = bob_runs(hub, f"python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.connect(\"{end}\")'")
     assert opened.rc != 0 and "PermissionError" in opened.stderr, opened
     listed = bob_runs(hub, "cat /run/condorlab/tunnel-units/alice:default.env")
     assert listed.rc != 0, "the tunnels' settings are root's"
@@ -135,9 +133,7 @@ def test_bob_cannot_ssh_into_alice_s_session(alice_on_flooded_node, hub):
 def test_bob_s_job_on_alice_s_node_cannot_reach_her_lab_socket(alice_on_flooded_node, execute_nodes):
     node = next(n for n in execute_nodes if n.backend.name == alice_on_flooded_node["node"])
     path = alice_on_flooded_node["socket"]
-    reached = bob_runs(
-        node, f"python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.connect(\"{path}\")'"
-    )
+    reached = bob_runs(node, f"python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.connect(\"{path}\")'")
     assert reached.rc != 0 and "PermissionError" in reached.stderr, reached
     listed = bob_runs(node, f"ls {path.rsplit('/', 2)[0]}")
     assert listed.rc != 0, "the job's directory is closed to other users"
