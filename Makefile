@@ -26,7 +26,7 @@ STAMP := $(VENV)/.installed
 # How the demo hub logs users in: pam or oidc (make demo LOGIN=oidc).
 LOGIN ?= pam
 
-.PHONY: help deps venv host-packages root image demo status bench bench-busy test lint unit molecule bed converge verify bed-down clean
+.PHONY: help deps venv host-packages root image demo status bench bench-busy bench-transport test lint unit molecule bed converge verify bed-down clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
@@ -75,6 +75,9 @@ bench: root ## time session start and stop on the demo, median of 5 (root, make 
 
 bench-busy: root ## session starts on a 100%-busy farm, share on and off: median, p95, preemptions (root, make demo first)
 	@testbed/bench-busy.sh
+
+bench-transport: root ## tunnel vs direct transport: kernel round trip, download, hub cost per session, busy starts (root, make demo first)
+	@testbed/bench-transport.sh
 
 lint: $(STAMP) ## yamllint, ansible-lint, ruff (no root, no podman)
 	yamllint --strict .
