@@ -163,10 +163,37 @@ def session_job_runs_on(hub, user: str, node: str) -> float:
         hub.run(f"condor_rm {cluster}")
 
 
-def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, execute_nodes, report):
-    started(client, "alice")
+def fill_share(hub, node: str) -> str:
+    """A sealed job of the hub's kind taking every CPU of the node's interactive share, running: its cluster.
+
+    Played as the hub plays it (session_job_runs_on): the next session goes to the other node.
+    """
+    server = "named-share-filler"
+    cluster = hub.check_output(
+        "cd /tmp && runuser -u pat -- condor_submit -terse -a 'executable = /bin/sleep' -a 'arguments = 600' "
+        "-a 'transfer_executable = false' -a 'should_transfer_files = YES' -a 'request_memory = 64' "
+        "-a 'request_cpus = 4' "
+        f"-a 'requirements = Machine == \"{node}\" && CondorlabInteractive =?= True' -a 'hold = true' "
+        f"-a '+CondorlabSession = true' -a '+CondorlabServer = \"pat/{server}\"' -a '+CondorlabWalltime = 1800' "
+        "-a 'queue' /dev/null"
+    ).split(".")[0]
+    hub.check_output(f"/opt/condorlab/hub/bin/condorlab-seal pat {server} {cluster}")
+    running = wait_for(lambda: session_jobs(hub, "pat", f"ClusterId == {cluster} && JobStatus == 2"), 60, 1)
+    assert running, f"the share of {node} is full"
+    return cluster
+
+
+# wn1 is reached directly by the pool; wn2 has no inbound path (condorlab_inbound: false, CCB).
+@pytest.mark.parametrize("node", ["wn1", "wn2"])
+def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, execute_nodes, report, node):
+    other = next(n.backend.name for n in execute_nodes if n.backend.name != node)
+    filler = fill_share(hub, other)
+    try:
+        started(client, "alice")
+    finally:
+        hub.run(f"condor_rm {filler}")
     (job,) = session_jobs(hub, "alice", "JobStatus == 2")
-    node = node_of(job)
+    assert node_of(job) == node, job
     killed, killed_at = time.monotonic(), time.time()
     network, address = crash(node)
     try:
@@ -182,6 +209,7 @@ def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, ex
             f"node loss ({node} killed): session ended after {detected:.1f} s, a new session ready after "
             f"{ready:.1f} s (its own start {again['ready_after']:.1f} s)"
         )
+
         (stop,) = [r for r in records(hub, "alice") if r["event"] == "stop" and r["job"] == str(job["ClusterId"])]
         assert stop["reason"] == "node-lost", stop
     finally:

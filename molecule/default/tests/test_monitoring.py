@@ -43,9 +43,10 @@ def test_the_alert_rules_pass_their_unit_tests(cm):
     }
 
 
-def test_prometheus_scrapes_the_hub_and_every_node(cm):
+def test_prometheus_scrapes_the_hub_and_every_node_it_can_reach(cm):
     assert wait_for(lambda: targets(cm).get("condorlab-hub") == ["up"], 60, interval=3), targets(cm)
-    assert wait_for(lambda: targets(cm).get("node") == ["up"] * 4, 60, interval=3), targets(cm)
+    # cm, hub and wn1: wn2 has no inbound path (condorlab_inbound: false), Prometheus cannot pull from it.
+    assert wait_for(lambda: targets(cm).get("node") == ["up"] * 3, 60, interval=3), targets(cm)
 
 
 def test_the_hub_s_metrics_need_the_token_and_the_token_reads_nothing_else(cm, hub):

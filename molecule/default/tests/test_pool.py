@@ -55,9 +55,34 @@ def test_each_host_s_firewall_opens_the_ports_of_its_roles_only_and_forgets_a_ro
         assert run.returncode == 0, run.stdout[-3000:]
         assert fragments(wn1) == HOST_FRAGMENTS["wn1"]
         ruleset = wn1.check_output("nft list chain inet condorlab input")
-        assert "left over" not in ruleset and "9618" in ruleset and "JupyterLab sessions" in ruleset
+        assert "left over" not in ruleset and "9618" in ruleset
+        assert "JupyterLab sessions" not in ruleset, "labs are reached through tunnels: no port for them"
     finally:
         wn1.run(f"rm -f {FRAGMENTS}/prometheus.json")
+    # wn2 has no inbound path (condorlab_inbound: false): its firewall accepts nothing new at all.
+    closed = hosts["wn2"].check_output("nft list chain inet condorlab input")
+    assert "dport" not in closed and "saddr" not in closed, closed
+    # The access point takes the starters' CCB callbacks on its tools' ports, from the execute nodes only.
+    assert "HTCondor tools, called back" in hub.check_output("nft list chain inet condorlab input")
+
+
+def test_a_node_without_an_inbound_path_runs_jobs_through_the_collector_s_ccb(cm, hub, outsider):
+    address = cm.check_output("condor_status -startd -constraint 'Machine == \"wn2\"' -af MyAddress | head -1")
+    assert "CCBID" in address, f"wn2's startd registered with the collector's CCB: {address}"
+    assert cm.run("timeout 5 bash -c 'echo > /dev/tcp/wn2/9618'").rc != 0, "no inbound connection reaches wn2"
+    out = hub.check_output(
+        "cd /tmp && runuser -u alice -- condor_submit -terse -a 'executable = /bin/hostname' "
+        "-a 'transfer_executable = false' -a 'should_transfer_files = YES' -a 'request_memory = 64' "
+        "-a 'requirements = Machine == \"wn2\"' -a 'output = /tmp/ccb-probe.out' -a 'log = /tmp/ccb-probe.log' "
+        "-a 'queue' /dev/null"
+    )
+    cluster = out.split(".")[0]
+    try:
+        done = hub.run(f"cd /tmp && runuser -u alice -- condor_wait -wait 150 /tmp/ccb-probe.log {cluster}")
+        assert done.rc == 0, done.stdout + done.stderr
+        assert hub.file("/tmp/ccb-probe.out").content_string.strip() == "wn2"
+    finally:
+        hub.run(f"condor_rm {cluster}; rm -f /tmp/ccb-probe.out /tmp/ccb-probe.log")
 
 
 def test_collector_lists_the_slots_of_both_execute_nodes(cm):

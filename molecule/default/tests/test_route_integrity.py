@@ -1,9 +1,9 @@
 """A user's route leads only to that user's lab: attacks by bob, a pool user, on alice's sessions.
 
 bob holds a session certificate of his own (copied from his session's staging
-directory while it ran: the notebooks CA signed it, it names the execute
-nodes), runs ordinary batch jobs that listen on every free port of the
-session range on both execute nodes with it, edits his own session job's
+directory while it ran: the notebooks CA signed it), runs ordinary batch jobs
+that listen on every free port of the former session range on both execute
+nodes with it, edits his own session job's
 attributes, knocks on the proxy's API with it, and runs a script in his own
 lab's origin in a browser where alice is logged in.
 """
@@ -127,22 +127,14 @@ def squat_logs(execute_nodes) -> str:
     )
 
 
-def test_with_every_free_port_squatted_alice_fails_clearly_and_never_reaches_bob(
-    squatters, browser, hub, execute_nodes
-):
+def test_with_every_free_port_squatted_alice_starts_and_never_reaches_bob(squatters, browser, hub, execute_nodes):
     assert "HOLDING" in squat_logs(execute_nodes)
+    # Her lab listens on a socket in her job's directory, reached through her tunnel: no port to take.
     started = browser("start", "alice", "240")
-    if "ready_after" in started:
-        # A port came free for her lab: then it must be hers.
-        status = browser("get", "alice", "/user/alice/api/status")
-        assert status["status"] == 200 and "SQUATTED" not in status["text"], status
-        browser("stop", "alice")
-    else:
-        # Refused at once (the API's answer) or later (the progress page), with the reason.
-        said = started.get("start_text", "") + started.get("progress", "")
-        assert "ended before the lab started" in said and "session.err" in said, started
-        err = hub.check_output("cat /home/alice/.condorlab/sessions/default/session.err")
-        assert "could not start on a free port" in err or "no free port" in err, err
+    assert "ready_after" in started, started
+    status = browser("get", "alice", "/user/alice/api/status")
+    assert status["status"] == 200 and "SQUATTED" not in status["text"], status
+    browser("stop", "alice")
     logs = squat_logs(execute_nodes)
     assert "jupyterhub-session-id" not in logs and "/user/alice" not in logs, logs[-2000:]
 
@@ -186,14 +178,11 @@ def test_a_port_alice_s_lab_lets_go_of_never_routes_her_to_bob(browser, hub, exe
         log = node.run("cat /tmp/bob/squat.log").stdout
         assert "REQUEST" not in log or "jupyterhub-session-id" not in log, log[-2000:]
         assert "/user/alice" not in log, log[-2000:]
-        # A new start works, on a port bob does not hold.
+        # A new start works, though every free port of her node is bob's.
         again = browser("start", "alice", "180")
-        # Her node's free ports are all bob's now: a new start runs elsewhere, or fails saying why.
-        said = again.get("start_text", "") + again.get("progress", "")
-        assert "ready_after" in again or "ended before the lab started" in said, again
-        if "ready_after" in again:
-            assert "SQUATTED" not in browser("get", "alice", "/user/alice/api/status")["text"]
-            browser("stop", "alice")
+        assert "ready_after" in again, again
+        assert "SQUATTED" not in browser("get", "alice", "/user/alice/api/status")["text"]
+        browser("stop", "alice")
     finally:
         node.run("systemctl stop bob-squat")
         if json.loads(browser("get", "alice", "/hub/api/users/alice")["text"]).get("servers"):
@@ -270,7 +259,7 @@ def test_the_proxy_api_refuses_a_session_certificate_at_tls(hub, stolen_cert):
     assert with_hub.stdout == "200", with_hub
 
 
-def test_a_session_certificate_names_only_its_nodes_and_its_user_for_the_session_s_time(browser, hub):
+def test_a_session_certificate_names_only_its_tunnel_and_its_user_for_the_session_s_time(browser, hub):
     started = browser("start", "carol", "180")
     assert "ready_after" in started, started
     try:
@@ -280,8 +269,10 @@ def test_a_session_certificate_names_only_its_nodes_and_its_user_for_the_session
         )
     finally:
         browser("stop", "carol")
-    assert "DNS:wn1" in text and "DNS:wn2" in text and "DNS:carol.labs.localhost" in text, text
-    assert "localhost," not in text and "DNS:hub" not in text.replace("hub.localhost", ""), text
+    # The name the hub and the proxy reach her tunnel by, and her own domain: no node, no address, not the hub.
+    assert "DNS:localhost" in text and "DNS:carol.labs.localhost" in text, text
+    assert "DNS:wn1" not in text and "DNS:wn2" not in text and "IP Address" not in text, text
+    assert "DNS:hub" not in text.replace("hub.localhost", ""), text
     assert "CN=user-carol" in text.replace(" ", ""), text
     end = text.split("notAfter=")[1].splitlines()[0]
     left = int(hub.check_output(f"date -d '{end}' +%s")) - int(hub.check_output("date +%s"))

@@ -76,9 +76,9 @@ def lab_port(hub, node_name: str) -> int:
             "https://127.0.0.1:8001/api/routes"
         )
     )
-    # With subdomain_host the route is /alice.labs.localhost/user/alice.
+    # With subdomain_host the route is /alice.labs.localhost/user/alice; the target is her tunnel's port.
     (target,) = [route["target"] for spec, route in routes.items() if spec.endswith("/user/alice")]
-    assert target.startswith(f"https://{node_name}:"), target
+    assert target.startswith("https://localhost:"), target
     return int(target.rsplit(":", 1)[1].split("/")[0])
 
 
@@ -120,17 +120,18 @@ def test_the_hub_and_proxy_logs_hold_no_token_or_key(session, hub):
     assert condor_logs.rc == 1, condor_logs.stdout
 
 
-# ---- the lab's port -----------------------------------------------------------
+# ---- the lab's tunnel -------------------------------------------------------------
 
 
-def test_the_lab_port_is_closed_to_the_outsider_and_the_other_node(session, outsider):
-    target, port = session["node_name"], session["port"]
-    assert tcp_connect(outsider, target, port) == "timeout"
-    assert tcp_connect(session["other"], target, port) == "timeout"
+def test_the_tunnel_s_port_is_the_access_point_s_loopback_only(session, outsider):
+    port = session["port"]
+    assert tcp_connect(outsider, "hub", port) in ("timeout", "refused")
+    assert tcp_connect(session["node"], "hub", port) in ("timeout", "refused")
+    assert tcp_connect(session["other"], "hub", port) in ("timeout", "refused")
 
 
 def test_the_proxy_host_reaches_the_lab_over_mutual_tls(session, hub):
-    url = f"https://{session['node_name']}:{session['port']}/user/alice/api/status"
+    url = f"https://localhost:{session['port']}/user/alice/api/status"
     code = hub.check_output(
         f"curl -s -o /dev/null -w '%{{http_code}}' --cacert {INTERNAL}/notebooks-ca/notebooks-ca.crt "
         f"--cert {PROXY_TLS}/proxy-client.crt --key {PROXY_TLS}/proxy-client.key {url}"
@@ -140,7 +141,7 @@ def test_the_proxy_host_reaches_the_lab_over_mutual_tls(session, hub):
 
 
 def test_the_lab_refuses_plain_http_and_tls_without_a_client_certificate(session, hub):
-    base = f"{session['node_name']}:{session['port']}/user/alice/api/status"
+    base = f"localhost:{session['port']}/user/alice/api/status"
     plain = hub.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 http://{base}")
     assert plain.stdout == "000" and plain.rc != 0, plain
     anonymous = hub.run(
