@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import socket
+import stat
 import sys
 
 from .tunnel import END_NAME, SETTINGS_FILE, TUNNEL_DIR, TunnelSettings
@@ -42,13 +43,23 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
             writer.close()
 
 
+def check_end(path: str) -> None:
+    """Refuse anything at a tunnel's end but a socket: its directory is the user's, who could put a link to
+    another tunnel's end there (which would only fail the proxy's and the hub's certificate checks)."""
+    if not stat.S_ISSOCK(os.lstat(path).st_mode):
+        raise PermissionError(f"{path} is not a socket")
+
+
 async def open_end(path: str, patience: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect to a tunnel's end, waiting for it while its tunnel is (re-)established."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
     while True:
         try:
+            check_end(path)
             return await asyncio.open_unix_connection(path)
+        except PermissionError:
+            raise
         except OSError:
             if loop.time() >= deadline:
                 raise

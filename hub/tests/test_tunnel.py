@@ -190,3 +190,23 @@ def test_through_a_tunnel_a_connection_closed_at_once_is_the_lab_refusing_and_si
     watch.reset()
     assert watch.judge(TunnelTransport().seen(EOFError()), now=100) is None
     assert watch.judge(TunnelTransport().seen(EOFError()), now=108) == "lab-died"
+
+
+def test_the_front_passes_connections_to_sockets_only_never_through_a_link(tmp_path):
+    (tmp_path / "other").mkdir()
+    target = tmp_path / "other" / "end.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(target))
+    server.listen()
+    link = tmp_path / "end.sock"
+    link.symlink_to(target)
+    with pytest.raises(PermissionError, match="not a socket"):
+        asyncio.run(tunnelfront.open_end(str(link), 0.5))
+    assert asyncio.run(_open(str(target))), "the socket itself is opened"
+    server.close()
+
+
+async def _open(path) -> bool:
+    _, writer = await tunnelfront.open_end(path, 0.5)
+    writer.close()
+    return True
