@@ -1,9 +1,10 @@
 """A user's route leads only to that user's lab: attacks by bob, a pool user, on alice's sessions.
 
 bob holds a session certificate of his own (copied from his session's staging
-directory while it ran: the notebooks CA signed it), runs ordinary batch jobs
-that listen on every free port of the former session range on both execute
-nodes with it, edits his own session job's
+directory while it ran: the notebooks CA signed it), listens with it on every
+free port of the former session range on alice's node, taking hers when her
+lab dies (his batch jobs binding every port of both nodes are
+test_attack_tunnel.py's), edits his own session job's
 attributes, knocks on the proxy's API with it, and runs a script in his own
 lab's origin in a browser where alice is logged in.
 """
@@ -92,51 +93,6 @@ def stolen_cert(browser, hub):
     assert browser("stop", "bob").get("stopped_after") is not None
     assert not hub.file(f"{BOB_STAGING}/session-tls.key").exists, "the staged key is gone with the session"
     return STOLEN
-
-
-@pytest.fixture
-def squatters(hub, stolen_cert):
-    """bob's squatting batch jobs, one on each execute node; removed afterwards."""
-    script = base64.b64encode(SQUATTER.encode()).decode()
-    hub.check_output(f"runuser -u bob -- sh -c 'echo {script} | base64 -d > {STOLEN}/squat.py'")
-    clusters = []
-    for node in ("wn1", "wn2"):
-        submit = (
-            f"cd {STOLEN} && runuser -u bob -- condor_submit -terse "
-            f"-a 'executable = /usr/bin/python3' -a 'arguments = squat.py squat.log' "
-            f"-a 'transfer_input_files = squat.py, session-tls.crt, session-tls.key' "
-            f"-a 'should_transfer_files = YES' -a 'when_to_transfer_output = ON_EXIT_OR_EVICT' "
-            f"-a 'request_cpus = 1' -a 'request_memory = 64' "
-            f"-a 'requirements = Machine == \"{node}\"' -a 'queue' /dev/null"
-        )
-        clusters.append(hub.check_output(submit).split(".")[0])
-    running = wait_for(
-        lambda: len(condor_q(hub, 'Owner == "bob" && JobStatus == 2 && CondorlabSession =!= true', "ClusterId")) == 2,
-        120,
-    )
-    assert running, "bob's squatters run on both nodes"
-    # They hold every free port of the range before anything else happens.
-    time.sleep(5)
-    yield clusters
-    hub.check_output(f"condor_rm {' '.join(clusters)}")
-
-
-def squat_logs(execute_nodes) -> str:
-    return "\n".join(
-        node.run("cat /var/lib/condor/execute/dir_*/squat.log 2>/dev/null").stdout for node in execute_nodes
-    )
-
-
-def test_with_every_free_port_squatted_alice_starts_and_never_reaches_bob(squatters, browser, hub, execute_nodes):
-    assert "HOLDING" in squat_logs(execute_nodes)
-    # Her lab listens on a socket in her job's directory, reached through her tunnel: no port to take.
-    started = browser("start", "alice", "240")
-    assert "ready_after" in started, started
-    status = browser("get", "alice", "/user/alice/api/status")
-    assert status["status"] == 200 and "SQUATTED" not in status["text"], status
-    browser("stop", "alice")
-    logs = squat_logs(execute_nodes)
-    assert "jupyterhub-session-id" not in logs and "/user/alice" not in logs, logs[-2000:]
 
 
 def test_a_port_alice_s_lab_lets_go_of_never_routes_her_to_bob(browser, hub, execute_nodes, stolen_cert):
