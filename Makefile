@@ -70,8 +70,9 @@ status: root ## show the demo's hosts and services (root)
 	@testbed/demo.sh status
 
 # Session start/stop times on the demo test bed (make demo first).
-bench: root ## time session start and stop on the demo, median of 5 (root, make demo first)
+bench: root ## session start and stop (median of 5), then tunnel vs direct transport (root, make demo first)
 	@testbed/bench-session-start.sh 5 alice
+	@testbed/bench-transport.sh
 
 bench-busy: root ## session starts on a 100%-busy farm, share on and off: median, p95, preemptions (root, make demo first)
 	@testbed/bench-busy.sh
