@@ -265,8 +265,24 @@ class LabHooks:
             self.log.error("Could not open the tunnel of %s: %s", self._log_name, exc)
             await self._abandon()
             raise messages.StartFailed(messages.TUNNEL_FAILED, "tunnel") from None
-        self.port = int(reply["port"])
+        self.port, self.tunnel_kept = int(reply["port"]), True
         self.log.info("Tunnel of %s to %s on port %s", self._log_name, self.lab_socket, self.port)
+
+    async def ensure_tunnel(self) -> tuple[str, str] | None:
+        """Once per hub process, for a session that ran before it started: keep its tunnel, or open it again
+        on the port it is routed to (a restart of the access point empties /run). (reason, message) if not."""
+        if self.lab.transport.name != "tunnel" or self.tunnel_kept or not (self.lab_socket and self.port):
+            return None
+        self.tunnel_kept = True
+        try:
+            reply = await self.helper.tunnel("open", self.server_key, self.job_id, self.lab_socket, str(self.port))
+        except (OSError, RuntimeError, ValueError) as exc:
+            self.log.warning("Could not see to the tunnel of %s: %s", self._log_name, exc)
+            return None  # the health check decides
+        if int(reply["port"]) != self.port:
+            await self.close_tunnel()
+            return "lost", messages.TUNNEL_MOVED
+        return None
 
     async def close_tunnel(self) -> None:
         """Close this server's tunnel, if it has one."""

@@ -124,6 +124,8 @@ TUNNEL_FAILED = (
     "and tell the site's administrators if it fails again"
 )
 
+TUNNEL_MOVED = "the channel to your lab could not be opened again on its port after the hub restarted"
+
 
 def not_covered(host: str) -> str:
     return (

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 STATE_KEY = "condorlab_session"
 # The key of how the user's last session ended, kept across sessions.
 LAST_END_KEY = "condorlab_last_end"
+# The key of the lab's socket on its node (the tunnel transport), to open its tunnel again.
+SOCKET_KEY = "condorlab_lab_socket"
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from .jobs import JobInfo, State, shared_cache, wait_gone
 from .jobstate import JobStateHooks
 from .lablink import TRANSPORTS, LabHooks, LabLink
 from .messages import StartFailed
-from .session import LAST_END_KEY, STATE_KEY, Session
+from .session import LAST_END_KEY, SOCKET_KEY, STATE_KEY, Session
 from .settings import SpawnerSettings
 
 
@@ -48,6 +48,7 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
     ending = Any(False)  # set while poll() ends a session at its walltime
     tls_files = Any(None)  # the session's TLS files (name -> PEM) for the next submission
     lab_socket = Unicode("")  # the tunnel transport: the lab's socket on its node, as the lab reported it
+    tunnel_kept = Any(False)  # this hub process has seen to the session's tunnel (LabHooks.ensure_tunnel)
     job_info = Any(JobInfo(State.GONE))  # the last state read from the cache
 
     @default("status_cache")
@@ -92,16 +93,19 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
             state[STATE_KEY] = self.session.to_dict()
         if self.last_end:
             state[LAST_END_KEY] = self.last_end
+        if self.lab_socket:
+            state[SOCKET_KEY] = self.lab_socket
         return state
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
         self.session = Session.from_dict(state.get(STATE_KEY))
         self.last_end = state.get(LAST_END_KEY) or {}
+        self.lab_socket = state.get(SOCKET_KEY) or ""
 
     def clear_state(self) -> None:
         super().clear_state()  # the session goes; how it ended stays for the user to read
-        self.session = None
+        self.session, self.lab_socket = None, ""
         self.job_info = JobInfo(State.GONE)
         self.lab.watch.reset()
 
@@ -290,7 +294,7 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
         if changed:
             problem = "changed", f"its job was changed after submission ({changed}); the session was ended"
         elif status == JobStatus.RUNNING:
-            problem = await self.lab_lost()
+            problem = await self.ensure_tunnel() or await self.lab_lost()
         if problem:  # the route goes at once; the job is removed so nothing keeps the slot
             self.session_ended(*problem)
             await self._abandon()

@@ -20,11 +20,14 @@ client-certificate check.
 
 The hub runs this as root through one sudo rule:
 
-  condorlab-tunnel open USER SERVER_KEY CLUSTER SOCKET   prints {"port": PORT}
-  condorlab-tunnel close USER SERVER_KEY                 prints {"closed": PORT or null}
+  condorlab-tunnel open USER SERVER_KEY CLUSTER SOCKET [PORT]   prints {"port": PORT}
+  condorlab-tunnel close USER SERVER_KEY                        prints {"closed": PORT or null}
 
 open does so only for the running, sealed session job CLUSTER of that user's
 server, and only to a socket path of the shape the session wrapper reports.
+Given the PORT the server is routed to, it keeps the tunnel that runs there,
+or opens it there again (the hub does so once after it starts: a restart of
+the access point empties /run).
 """
 
 from __future__ import annotations
@@ -82,14 +85,19 @@ def check_socket_path(path: str) -> str:
     return path
 
 
-def parse_args(args: list[str]) -> tuple[str, str, str, int | None, str | None]:
-    """(verb, user, key, cluster, socket) from the command line; TunnelError when it is not a valid one."""
+def parse_args(args: list[str]) -> tuple[str, str, str, int | None, str | None, int | None]:
+    """(verb, user, key, cluster, socket, port) from the command line; TunnelError when it is not a valid one."""
+    prefer = None
+    if len(args) == 6 and args[0] == "open":
+        if not args[5].isdigit() or not 1 <= int(args[5]) <= 65535:
+            raise TunnelError(f"bad port {args[5][:20]!r}")
+        prefer = int(args.pop())
     if len(args) == 5 and args[0] == "open":
         verb, user, key, cluster, path = args
     elif len(args) == 3 and args[0] == "close":
         (verb, user, key), cluster, path = args, None, None
     else:
-        raise TunnelError("usage: condorlab-tunnel open USER SERVER_KEY CLUSTER SOCKET | close USER SERVER_KEY")
+        raise TunnelError("usage: condorlab-tunnel open USER SERVER_KEY CLUSTER SOCKET [PORT] | close USER SERVER_KEY")
     try:
         contract.check_user_name(user)
         contract.check_server_key(key)
@@ -97,7 +105,8 @@ def parse_args(args: list[str]) -> tuple[str, str, str, int | None, str | None]:
         raise TunnelError(str(exc)) from None
     if cluster is not None and (not cluster.isdigit() or len(cluster) > 12):
         raise TunnelError(f"bad job id {cluster[:20]!r}")
-    return verb, user, key, None if cluster is None else int(cluster), None if path is None else check_socket_path(path)
+    checked = None if path is None else check_socket_path(path)
+    return verb, user, key, None if cluster is None else int(cluster), checked, prefer
 
 
 def check_job(ad: dict, user: str, key: str) -> None:
@@ -158,19 +167,36 @@ class Tunnels:
         return os.path.join(self.unit_dir, instance(user, key) + ".env")
 
     def port_of(self, user: str, key: str) -> int | None:
+        end = self.current(user, key).get("TUNNEL_END")
+        return int(os.path.basename(os.path.dirname(end))) if end else None
+
+    def current(self, user: str, key: str) -> dict:
+        """The unit settings of user's server's tunnel ({} without one)."""
         try:
             with open(self._settings_file(user, key)) as handle:
-                end = read_unit_settings(handle.read())["TUNNEL_END"]
-        except (OSError, KeyError):
-            return None
-        return int(os.path.basename(os.path.dirname(end)))
+                return read_unit_settings(handle.read())
+        except OSError:
+            return {}
 
-    def open(self, user: str, key: str, cluster: int, path: str) -> int:
-        """Start the tunnel of user's server to its job's socket; return the hub-side port."""
+    def open(self, user: str, key: str, cluster: int, path: str, prefer: int | None = None) -> int:
+        """Start the tunnel of user's server to its job's socket; return the hub-side port.
+
+        With prefer (the port the server is routed to): keep a tunnel that already runs there to that job
+        and socket, or open it on that port again if it is free (after a restart of the access point).
+        """
+        settings = self.current(user, key)
+        if (
+            prefer is not None
+            and settings.get("TUNNEL_JOB") == f"{cluster}.0"
+            and settings.get("TUNNEL_SOCKET") == path
+        ):
+            if self.port_of(user, key) == prefer:
+                self.run("systemctl", "start", "--no-block", UNIT.format(instance=instance(user, key)))
+                return prefer
         self.close(user, key)  # one tunnel per server: an older one goes first
         front = pwd.getpwnam(self.settings.front_user)
         owner = pwd.getpwnam(user)
-        free = sorted(held_ports(front.pw_uid, *self.settings.port_range))
+        free = sorted(held_ports(front.pw_uid, *self.settings.port_range), key=lambda port: port != prefer)
         os.makedirs(self.tunnel_dir, mode=0o755, exist_ok=True)
         os.makedirs(self.unit_dir, mode=0o700, exist_ok=True)
         for port in free:
@@ -216,7 +242,7 @@ def main() -> None:
         print("condorlab-tunnel: must run as root (the hub runs it through sudo)", file=sys.stderr)
         sys.exit(2)
     try:
-        verb, user, key, cluster, path = parse_args(sys.argv[1:])
+        verb, user, key, cluster, path, prefer = parse_args(sys.argv[1:])
         tunnels = Tunnels(TunnelSettings.load())
         if verb == "close":
             print(json.dumps({"closed": tunnels.close(user, key)}))
@@ -224,7 +250,7 @@ def main() -> None:
         import htcondor
 
         check_job(job_ad(htcondor.Schedd(), cluster), user, key)
-        print(json.dumps({"port": tunnels.open(user, key, cluster, path)}))
+        print(json.dumps({"port": tunnels.open(user, key, cluster, path, prefer)}))
     except (TunnelError, OSError, KeyError, subprocess.SubprocessError) as exc:
         print(f"condorlab-tunnel: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -961,3 +961,32 @@ def test_without_internal_tls_the_shutdown_reaches_the_lab(spawner):
     finally:
         server.shutdown()
     assert posts == [("/user/alice/api/shutdown", "token tok")]
+
+
+def test_after_a_hub_start_the_first_poll_sees_to_the_session_s_tunnel_on_its_port_once(spawner):
+    state = {"condorlab_lab_socket": "/var/lib/condor/execute/dir_7/.condorlab/lab.sock"}
+    spawner.load_state(state)
+    spawner.lab = LabLink(spawner, TunnelTransport(), spawner.lab.watch)
+    running_session(spawner)
+    spawner.port = 30007
+    checks = []
+
+    async def answering(*args):
+        checks.append(args)
+
+    spawner.lab.check = answering
+    assert run(spawner.poll()) is None and run(spawner.poll()) is None
+    opens = [args for args in spawner.helper.commands if args[:2] == ("tunnel", "open")]
+    assert opens == [("tunnel", "open", "default", "12", state["condorlab_lab_socket"], "30007")], "once"
+    assert spawner.get_state()["condorlab_lab_socket"] == state["condorlab_lab_socket"]
+    assert len(checks) == 2
+
+
+def test_a_tunnel_that_comes_back_on_another_port_ends_the_session_with_the_reason(spawner):
+    spawner.load_state({"condorlab_lab_socket": "/var/lib/condor/execute/dir_7/.condorlab/lab.sock"})
+    spawner.lab = LabLink(spawner, TunnelTransport(), spawner.lab.watch)
+    running_session(spawner)
+    spawner.port = 30001  # the fake helper opens it on 30007
+    assert run(spawner.poll()) == 1
+    assert "could not be opened again" in spawner.last_end["message"]
+    assert ("tunnel", "close", "default") in spawner.helper.commands

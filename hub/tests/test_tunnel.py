@@ -38,8 +38,13 @@ def test_the_command_refuses_anything_but_its_two_verbs_with_checked_arguments(a
 
 
 def test_the_command_takes_open_and_close():
-    assert tunnel.parse_args(["open", "alice", "named-x", "12", SOCKET]) == ("open", "alice", "named-x", 12, SOCKET)
-    assert tunnel.parse_args(["close", "alice", "default"]) == ("close", "alice", "default", None, None)
+    opened = tunnel.parse_args(["open", "alice", "named-x", "12", SOCKET])
+    assert opened == ("open", "alice", "named-x", 12, SOCKET, None)
+    assert tunnel.parse_args(["open", "alice", "default", "12", SOCKET, "30004"])[-1] == 30004
+    assert tunnel.parse_args(["close", "alice", "default"]) == ("close", "alice", "default", None, None, None)
+    for bad in ("0", "70000", "x", "-1"):
+        with pytest.raises(TunnelError):
+            tunnel.parse_args(["open", "alice", "default", "12", SOCKET, bad])
 
 
 GOOD = {"Owner": "alice", "CondorlabServer": "alice/default", "CondorlabSealed": True, "JobStatus": 2}
@@ -210,3 +215,17 @@ async def _open(path) -> bool:
     _, writer = await tunnelfront.open_end(path, 0.5)
     writer.close()
     return True
+
+
+def test_given_its_port_open_keeps_a_running_tunnel_or_opens_it_there_again(tunnels, tmp_path):
+    me = pwd.getpwuid(os.getuid())
+    assert tunnels.open(me.pw_name, "default", 12, SOCKET) == 30001
+    started = len(tunnels.units)
+    assert tunnels.open(me.pw_name, "default", 12, SOCKET, prefer=30001) == 30001
+    assert ("systemctl", "stop", f"condorlab-tunnel@{me.pw_name}:default.service") not in tunnels.units[started:]
+    # The access point restarted: /run is empty; the server's port is taken again.
+    for item in (tmp_path / "tunnels").iterdir():
+        item.rmdir()
+    for item in (tmp_path / "units").iterdir():
+        item.unlink()
+    assert tunnels.open(me.pw_name, "default", 12, SOCKET, prefer=30002) == 30002
