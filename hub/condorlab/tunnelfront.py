@@ -30,16 +30,28 @@ log = logging.getLogger("condorlab-tunnel-front")
 
 
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy one direction until its end closes or fails."""
     try:
         while data := await reader.read(CHUNK):
             writer.write(data)
             await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
     except (ConnectionError, OSError):
         pass
+
+
+async def splice(a: tuple, b: tuple) -> None:
+    """Both directions between two connections; when either side ends, both are closed.
+
+    TLS runs end to end and needs no half-close: a client (the proxy) left half-open while the tunnel's
+    end is gone would wait for an answer that never comes.
+    """
+    tasks = [asyncio.ensure_future(pipe(a[0], b[1])), asyncio.ensure_future(pipe(b[0], a[1]))]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        if not writer.is_closing() and not writer.can_write_eof():
+        for task in tasks:
+            task.cancel()
+        for _, writer in (a, b):
             writer.close()
 
 
@@ -81,9 +93,7 @@ class Front:
                 log.info("Connection to port %s: %s", port, exc)
                 writer.close()
                 return
-            await asyncio.gather(pipe(reader, end_writer), pipe(end_reader, writer))
-            for w in (writer, end_writer):
-                w.close()
+            await splice((reader, writer), (end_reader, end_writer))
 
         return serve
 

@@ -229,3 +229,37 @@ def test_given_its_port_open_keeps_a_running_tunnel_or_opens_it_there_again(tunn
     for item in (tmp_path / "units").iterdir():
         item.unlink()
     assert tunnels.open(me.pw_name, "default", 12, SOCKET, prefer=30002) == 30002
+
+
+def test_when_the_tunnel_s_end_closes_the_front_closes_the_client_s_connection_too(tmp_path):
+    """No half-open connection: a client waiting for a TLS answer learns at once that none comes."""
+
+    async def scenario():
+        front = tunnelfront.Front(str(tmp_path), patience=2)
+        (tmp_path / "30001").mkdir()
+
+        async def refuse(reader, writer):
+            writer.close()  # the lab's socket refused the tunnel's channel
+
+        end = await asyncio.start_unix_server(refuse, str(tmp_path / "30001" / "end.sock"))
+        server = await asyncio.start_server(front.handler(30001), "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        writer.write(b"client hello")  # and the client keeps its side open
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(10), 5)
+        # Closed, not half-closed: what the client still sends is refused.
+        refused = False
+        for _ in range(20):
+            try:
+                writer.write(b"more")
+                await writer.drain()
+            except (ConnectionResetError, BrokenPipeError):
+                refused = True
+                break
+            await asyncio.sleep(0.05)
+        writer.close()
+        server.close()
+        end.close()
+        return data, refused
+
+    assert asyncio.run(scenario()) == (b"", True)
