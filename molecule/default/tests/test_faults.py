@@ -169,10 +169,15 @@ def fill_share(hub, node: str) -> str:
     Played as the hub plays it (session_job_runs_on): the next session goes to the other node.
     """
     server = "named-share-filler"
+    share = f'Machine == "{node}" && CondorlabInteractive =?= True'
+    # A claim of an earlier case's probe goes once its job has left (wait for it), then the filler
+    # takes whatever CPUs the share has free.
+    wait_for(lambda: not hub.check_output(f"condor_status -constraint '{share} && DynamicSlot =?= True' -af Name"), 60)
+    free = hub.check_output(f"condor_status -constraint '{share} && PartitionableSlot =?= True' -af Cpus")
     cluster = hub.check_output(
         "cd /tmp && runuser -u pat -- condor_submit -terse -a 'executable = /bin/sleep' -a 'arguments = 600' "
         "-a 'transfer_executable = false' -a 'should_transfer_files = YES' -a 'request_memory = 64' "
-        "-a 'request_cpus = 4' "
+        f"-a 'request_cpus = {max(1, int(free or 4))}' "
         f"-a 'requirements = Machine == \"{node}\" && CondorlabInteractive =?= True' -a 'hold = true' "
         f"-a '+CondorlabSession = true' -a '+CondorlabServer = \"pat/{server}\"' -a '+CondorlabWalltime = 1800' "
         "-a 'queue' /dev/null"
@@ -181,6 +186,9 @@ def fill_share(hub, node: str) -> str:
     running = wait_for(lambda: session_jobs(hub, "pat", f"ClusterId == {cluster} && JobStatus == 2"), 60, 1)
     assert running, f"the share of {node} is full"
     return cluster
+
+
+ALICE_SERVER = 'JobStatus == 2 && CondorlabServer == "alice/default"'
 
 
 # wn1 is reached directly by the pool; wn2 has no inbound path (condorlab_inbound: false, CCB).
@@ -192,7 +200,8 @@ def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, ex
         started(client, "alice")
     finally:
         hub.run(f"condor_rm {filler}")
-    (job,) = session_jobs(hub, "alice", "JobStatus == 2")
+    # Her server's job only: the probe of an earlier case may still be leaving the queue.
+    (job,) = session_jobs(hub, "alice", ALICE_SERVER)
     assert node_of(job) == node, job
     # The hosts whose firewall rules name the node (a node without an inbound path names none).
     watchers = [h for h in (cm, hub, *execute_nodes) if h.backend.name != node and set_addresses(h)]
@@ -205,7 +214,7 @@ def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, ex
         assert f"the node running your session, {node}, stopped answering at" in form, form[-2000:]
         again = started(client, "alice")
         ready = time.monotonic() - killed
-        (new,) = session_jobs(hub, "alice", "JobStatus == 2")
+        (new,) = session_jobs(hub, "alice", ALICE_SERVER)
         assert new["ClusterId"] != job["ClusterId"] and node_of(new) != node
         report(
             f"node loss ({node} killed): session ended after {detected:.1f} s, a new session ready after "
