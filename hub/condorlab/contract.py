@@ -169,6 +169,17 @@ def check_user_name(name) -> str:
     return name
 
 
+def job_of_server_problems(ad: dict, user: str, key: str) -> list[str]:
+    """What makes a job ad not one of user's server key (its owner, the server it names): the root
+    commands' shared check (seal.py, tunnel.py)."""
+    problems = []
+    if ad.get("Owner") != user:
+        problems.append(f"its owner is {str(ad.get('Owner'))[:40]!r}, not {user!r}")
+    if ad.get(ATTRS.server) != f"{user}/{key}":
+        problems.append(f"it names server {str(ad.get(ATTRS.server))[:80]!r}, not {user}/{key}")
+    return problems
+
+
 def server_key(server_name: str) -> str:
     """The staging key of a server: "default", or "named-<name>" for a named server."""
     if not server_name:

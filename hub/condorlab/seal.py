@@ -39,11 +39,7 @@ class SealError(Exception):
 
 def check_job(ad: dict, user: str, key: str) -> None:
     """Refuse a job that is not the held, unsealed session job of this user's server."""
-    problems = []
-    if ad.get("Owner") != user:
-        problems.append(f"its owner is {str(ad.get('Owner'))[:40]!r}, not {user!r}")
-    if ad.get(ATTRS.server) != f"{user}/{key}":
-        problems.append(f"it names server {str(ad.get(ATTRS.server))[:80]!r}, not {user}/{key}")
+    problems = contract.job_of_server_problems(ad, user, key)
     if ad.get(ATTRS.session) is not True:
         problems.append("it is not a session job")
     if ad.get(ATTRS.sealed) is not None:

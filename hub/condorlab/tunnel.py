@@ -111,11 +111,7 @@ def parse_args(args: list[str]) -> tuple[str, str, str, int | None, str | None, 
 
 def check_job(ad: dict, user: str, key: str) -> None:
     """Refuse a job that is not the running, sealed session job of this user's server."""
-    problems = []
-    if ad.get("Owner") != user:
-        problems.append(f"its owner is {str(ad.get('Owner'))[:40]!r}, not {user!r}")
-    if ad.get(ATTRS.server) != f"{user}/{key}":
-        problems.append(f"it names server {str(ad.get(ATTRS.server))[:80]!r}, not {user}/{key}")
+    problems = contract.job_of_server_problems(ad, user, key)
     if ad.get(ATTRS.sealed) is not True:
         problems.append("it is not a sealed session job")
     if ad.get("JobStatus") != RUNNING:
@@ -155,6 +151,12 @@ def read_unit_settings(text: str) -> dict:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
+def end_port(settings: dict) -> int | None:
+    """The hub-side port of a tunnel from its unit settings (its end is TUNNEL_DIR/<port>/end.sock)."""
+    end = settings.get("TUNNEL_END")
+    return int(os.path.basename(os.path.dirname(end))) if end else None
+
+
 class Tunnels:
     """The tunnels on this access point: their directories, unit settings and units."""
 
@@ -167,8 +169,7 @@ class Tunnels:
         return os.path.join(self.unit_dir, instance(user, key) + ".env")
 
     def port_of(self, user: str, key: str) -> int | None:
-        end = self.current(user, key).get("TUNNEL_END")
-        return int(os.path.basename(os.path.dirname(end))) if end else None
+        return end_port(self.current(user, key))
 
     def current(self, user: str, key: str) -> dict:
         """The unit settings of user's server's tunnel ({} without one)."""
@@ -185,14 +186,10 @@ class Tunnels:
         and socket, or open it on that port again if it is free (after a restart of the access point).
         """
         settings = self.current(user, key)
-        if (
-            prefer is not None
-            and settings.get("TUNNEL_JOB") == f"{cluster}.0"
-            and settings.get("TUNNEL_SOCKET") == path
-        ):
-            if self.port_of(user, key) == prefer:
-                self.run("systemctl", "start", "--no-block", UNIT.format(instance=instance(user, key)))
-                return prefer
+        same = settings.get("TUNNEL_JOB") == f"{cluster}.0" and settings.get("TUNNEL_SOCKET") == path
+        if prefer is not None and same and end_port(settings) == prefer:
+            self.run("systemctl", "start", "--no-block", UNIT.format(instance=instance(user, key)))
+            return prefer
         self.close(user, key)  # one tunnel per server: an older one goes first
         front = pwd.getpwnam(self.settings.front_user)
         owner = pwd.getpwnam(user)
