@@ -185,41 +185,48 @@ def start_lab_on_socket(
     path = lab_socket(sandbox)
     # jupyterhub-singleuser takes its port from the service URL, and Jupyter
     # Server listens on the socket alone only when that is its default port.
-    scheme, rest = env.get("JUPYTERHUB_SERVICE_URL", "http://0.0.0.0:0/").split("://", 1)
-    env["JUPYTERHUB_SERVICE_URL"] = f"{scheme}://127.0.0.1:{JUPYTER_DEFAULT_PORT}/{rest.partition('/')[2]}"
+    set_service_address(env, "127.0.0.1", JUPYTER_DEFAULT_PORT)
     log(f"starting JupyterLab on {socket.gethostname()}:{path} in {work_dir}")
-    process = subprocess.Popen([*command, f"--ServerApp.sock={path}"], env=env, cwd=work_dir)  # noqa: S603
+    process = launch([*command, f"--ServerApp.sock={path}"], env, work_dir, path, certificate, settings)
+    if process.returncode is None:
+        return process, path
+    raise SystemExit(f"JupyterLab did not come up on its socket (exit {process.returncode})")
+
+
+def set_service_address(env: dict, host: str, port: int) -> None:
+    """Point JUPYTERHUB_SERVICE_URL (where jupyterhub-singleuser listens) at host:port, keeping its path."""
+    scheme, rest = env.get("JUPYTERHUB_SERVICE_URL", "http://0.0.0.0:0/").split("://", 1)
+    env["JUPYTERHUB_SERVICE_URL"] = f"{scheme}://{host}:{port}/{rest.partition('/')[2]}"
+
+
+def launch(
+    command: list[str], env: dict, work_dir: str, where: int | str, certificate: bytes | None, settings: Settings
+) -> subprocess.Popen:
+    """Start the lab; the running process once it answers on its port or socket as this session, else the
+    ended one (after boot_patience it is stopped)."""
+    process = subprocess.Popen(command, env=env, cwd=work_dir)  # noqa: S603 - the runtime's own command
     deadline = time.monotonic() + settings.boot_patience
     while process.poll() is None and time.monotonic() < deadline:
-        if answers_as_us(path, certificate):
-            return process, path
+        if answers_as_us(where, certificate):
+            return process
         time.sleep(0.1)
     if process.poll() is None:
         process.terminate()
         process.wait()
-    raise SystemExit(f"JupyterLab did not come up on its socket (exit {process.returncode})")
+    return process
 
 
 def start_lab(
     command: list[str], env: dict, work_dir: str, certificate: bytes | None, settings: Settings
 ) -> tuple[subprocess.Popen, int]:
     """Start the lab on a free port; return (process, port) once it answers there as this session."""
-    service_url = env.get("JUPYTERHUB_SERVICE_URL", "http://0.0.0.0:0/")
-    scheme, rest = service_url.split("://", 1)
-    path = rest.split("/", 1)[1] if "/" in rest else ""
     for attempt in range(1, settings.port_attempts + 1):
         port = free_port(*settings.port_range)
-        env["JUPYTERHUB_SERVICE_URL"] = f"{scheme}://0.0.0.0:{port}/{path}"
+        set_service_address(env, "0.0.0.0", port)  # noqa: S104 - the lab listens on every address of the node
         log(f"starting JupyterLab on {socket.gethostname()}:{port} in {work_dir} (attempt {attempt})")
-        process = subprocess.Popen(command, env=env, cwd=work_dir)  # noqa: S603 - the runtime's own command
-        deadline = time.monotonic() + settings.boot_patience
-        while process.poll() is None and time.monotonic() < deadline:
-            if answers_as_us(port, certificate):
-                return process, port
-            time.sleep(0.1)
-        if process.poll() is None:
-            process.terminate()
-            process.wait()
+        process = launch(command, env, work_dir, port, certificate, settings)
+        if process.returncode is None:
+            return process, port
         log(f"JupyterLab did not come up on port {port} (exit {process.returncode}); trying another port")
     raise SystemExit(
         f"JupyterLab could not start on a free port of {socket.gethostname()} in {settings.port_attempts} attempts"
