@@ -23,7 +23,7 @@ import os
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jupyterhub.utils import make_ssl_context
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
@@ -105,6 +105,7 @@ class LabLink:
     spawner: object  # the CondorlabSpawner: its user, internal TLS settings and names
     transport: DirectTransport | TunnelTransport
     watch: LabWatch
+    _context: ssl.SSLContext | None = field(default=None, repr=False)
 
     @property
     def _names(self) -> list[str]:
@@ -145,17 +146,23 @@ class LabLink:
         return {"keyfile": key, "certfile": cert, "cafile": ca_bundle}, names
 
     def context(self) -> ssl.SSLContext | None:
-        """The hub's client context for talking to a lab (mutual TLS), or None without internal TLS."""
+        """The hub's client context for talking to a lab (mutual TLS), or None without internal TLS.
+
+        Made once per link: the hub's internal key and CAs do not change while it runs, and every
+        poll's health check uses it.
+        """
         if not self.spawner.internal_ssl:
             return None
-        settings = self.spawner.user.settings
-        context = make_ssl_context(
-            settings["internal_ssl_key"], settings["internal_ssl_cert"], cafile=settings["internal_ssl_ca"]
-        )
-        # Through a tunnel the lab is at 127.0.0.1, which no certificate names:
-        # the pinned certificate (identity.open_verified) is what identifies it.
-        context.check_hostname = self.transport.name == "direct"
-        return context
+        if self._context is None:
+            settings = self.spawner.user.settings
+            context = make_ssl_context(
+                settings["internal_ssl_key"], settings["internal_ssl_cert"], cafile=settings["internal_ssl_ca"]
+            )
+            # Through a tunnel the lab is at 127.0.0.1, which no certificate names:
+            # the pinned certificate (identity.open_verified) is what identifies it.
+            context.check_hostname = self.transport.name == "direct"
+            self._context = context
+        return self._context
 
     def covers(self, host: str) -> bool:
         """Whether the session certificate's names (ssl_alt_names) cover this host (the direct transport's need)."""
@@ -285,9 +292,10 @@ class LabHooks:
         return None
 
     async def close_tunnel(self) -> None:
-        """Close this server's tunnel, if it has one."""
-        if self.lab.transport.name != "tunnel":
+        """Close this server's tunnel, if it has one (a tunnel opens only to a reported socket), once."""
+        if self.lab.transport.name != "tunnel" or not self.lab_socket:
             return
+        self.lab_socket = ""
         try:
             await self.helper.tunnel("close", self.server_key)
         except (OSError, RuntimeError, ValueError) as exc:
