@@ -19,10 +19,8 @@
 #   BENCH_PREFIX= BENCH_INVENTORY=<molecule inventory> testbed/bench-busy.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/.." && pwd)
-prefix=${BENCH_PREFIX-condorlab-demo}
-inventory=${BENCH_INVENTORY:-inventories/testbed/hosts.yml}
-export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
+# shellcheck source=testbed/bench-common.sh
+. "$here/bench-common.sh"
 users=(alice bob carol erin.lee frank grace heidi ivan)
 # The batch load belongs to a user of its own, who starts no session.
 batch_user=pat
@@ -32,16 +30,6 @@ timeout=${BENCH_START_TIMEOUT:-280}
 # (CLAIM_WORKLIFE, 20 minutes by default), so most such starts never become
 # ready: a shorter wait there keeps the run under an hour.
 off_timeout=${BENCH_OFF_START_TIMEOUT:-120}
-
-[[ $(id -u) -eq 0 ]] || { echo "bench-busy: must run as root (rootful podman)" >&2; exit 1; }
-name() { if [[ -n $prefix ]]; then echo "$prefix-$1"; else echo "$1"; fi; }
-podman container exists "$(name outsider)" || { echo "bench-busy: no demo test bed; run 'make demo' first" >&2; exit 1; }
-
-hub() { podman exec "$(name hub)" "$@"; }
-client() { podman exec "$(name outsider)" python3 /tmp/hubclient.py "$@"; }
-
-podman cp "$top/molecule/default/tests/hubclient.py" "$(name outsider):/tmp/hubclient.py"
-hub cat /etc/condorlab/public-tls/ca.crt | podman exec -i "$(name outsider)" sh -c 'cat > /tmp/condorlab-public-ca.crt'
 
 # The users' passwords (PAM checks them for real): the demo's own logins where
 # `make demo` printed them (testbed/.demo-logins), fresh ones for the others,
@@ -133,7 +121,6 @@ PY
   hub condor_rm -constraint 'CondorlabBench isnt undefined' >/dev/null 2>&1 || true
 }
 
-site() { (cd "$top" && ansible-playbook -i "$inventory" site.yml "$@" >/dev/null); }
 # Wait until the collector shows the share's slots (on) or none of them (off),
 # and a batch slot on every execute node.
 wait_pool() {

@@ -18,22 +18,13 @@
 #   BENCH_PREFIX= BENCH_INVENTORY=<molecule inventory> testbed/bench-transport.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/.." && pwd)
-prefix=${BENCH_PREFIX-condorlab-demo}
-inventory=${BENCH_INVENTORY:-inventories/testbed/hosts.yml}
-export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
+# shellcheck source=testbed/bench-common.sh
+. "$here/bench-common.sh"
 idle=${BENCH_IDLE:-30}
 users=(alice bob carol erin.lee frank grace heidi ivan judy pat)
 
-[[ $(id -u) -eq 0 ]] || { echo "bench-transport: must run as root (rootful podman)" >&2; exit 1; }
-name() { if [[ -n $prefix ]]; then echo "$prefix-$1"; else echo "$1"; fi; }
-podman container exists "$(name outsider)" || { echo "bench-transport: no test bed; run 'make demo' first" >&2; exit 1; }
-hub() { podman exec "$(name hub)" "$@"; }
-client() { podman exec "$(name outsider)" python3 /tmp/hubclient.py "$@"; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin).get('$1', 'none'))"; }
 
-podman cp "$top/molecule/default/tests/hubclient.py" "$(name outsider):/tmp/hubclient.py"
-hub cat /etc/condorlab/public-tls/ca.crt | podman exec -i "$(name outsider)" sh -c 'cat > /tmp/condorlab-public-ca.crt'
 podman cp "$here/bench_lab.py" "$(name hub):/tmp/bench_lab.py"
 
 # Fresh passwords for the bench users (PAM checks them for real).
@@ -103,7 +94,6 @@ PY
   BENCH_PHASES=on "$here/bench-busy.sh" | grep -E '^\[|^batch|^interactive|^access'
 }
 
-site() { (cd "$top" && ansible-playbook -i "$inventory" site.yml "$@" >/dev/null); }
 restore() { echo "switching back to the inventory's transport ..."; stop_all; site; }
 bench tunnel
 trap restore EXIT
