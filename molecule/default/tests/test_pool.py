@@ -66,7 +66,7 @@ def test_each_host_s_firewall_opens_the_ports_of_its_roles_only_and_forgets_a_ro
     assert "HTCondor tools, called back" in hub.check_output("nft list chain inet condorlab input")
 
 
-def test_a_node_without_an_inbound_path_runs_jobs_through_the_collector_s_ccb(cm, hub, outsider):
+def test_a_node_without_an_inbound_path_runs_jobs_through_the_collector_s_ccb(cm, hub):
     address = cm.check_output("condor_status -startd -constraint 'Machine == \"wn2\"' -af MyAddress | head -1")
     assert "CCBID" in address, f"wn2's startd registered with the collector's CCB: {address}"
     assert cm.run("timeout 5 bash -c 'echo > /dev/tcp/wn2/9618'").rc != 0, "no inbound connection reaches wn2"
