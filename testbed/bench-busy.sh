@@ -31,25 +31,8 @@ timeout=${BENCH_START_TIMEOUT:-280}
 # ready: a shorter wait there keeps the run under an hour.
 off_timeout=${BENCH_OFF_START_TIMEOUT:-120}
 
-# The users' passwords (PAM checks them for real): the demo's own logins where
-# `make demo` printed them (testbed/.demo-logins), fresh ones for the others,
-# added to that file so the demo's logins keep working.
 declare -A password
-logins=$here/.demo-logins
-[[ -n $prefix ]] || logins=/dev/null
-if [[ -f $logins ]]; then
-  while IFS=: read -r u p; do [[ -n $u ]] && password[$u]=$p; done <"$logins"
-fi
-lines=""
-for u in "${users[@]}"; do
-  [[ -n ${password[$u]:-} ]] && continue
-  password[$u]=$(head -c 12 /dev/urandom | base64 | tr -d '/+=' | cut -c1-12)
-  lines+="$u:${password[$u]}"$'\n'
-done
-if [[ -n $lines ]]; then
-  printf "%s" "$lines" | "$here/directory-passwords.sh" "$(name cm)"
-  [[ $logins == /dev/null ]] || (umask 077 && printf "%s" "$lines" >>"$logins")
-fi
+passwords "${users[@]}"
 
 ready_after() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(round(d["ready_after"], 2) if "ready_after" in d else "none")'; }
 

@@ -235,7 +235,7 @@ class LabLink:
 class LabHooks:
     """JupyterHub's certificate hooks, the lab's report, its tunnel and the shutdown, for CondorlabSpawner (self.lab).
 
-    Uses the spawner's session, job_id, port, port_range, lab_socket, server, user, helper and _abandon.
+    Uses the spawner's session, job_id, port, port_range, lab_socket, reported, server, user, helper and _abandon.
     """
 
     def accept_report(self, kind: str, value) -> str:
@@ -262,6 +262,8 @@ class LabHooks:
             self.port = value
         else:
             self.lab_socket = value
+        if self.reported is not None:
+            self.reported.set()  # the start's wait (CondorlabSpawner._start) goes on at once
         return ""
 
     async def open_tunnel(self) -> None:

@@ -33,6 +33,15 @@ from .session import LAST_END_KEY, SOCKET_KEY, STATE_KEY, Session
 from .settings import SpawnerSettings
 
 
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait up to timeout seconds for event; whether it was set."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
 class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
     """A session: the job, the lab, and their ends.
 
@@ -50,6 +59,7 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
     lab_socket = Unicode("")  # the tunnel transport: the lab's socket on its node, as the lab reported it
     tunnel_kept = Any(False)  # this hub process has seen to the session's tunnel (LabHooks.ensure_tunnel)
     job_info = Any(JobInfo(State.GONE))  # the last state read from the cache
+    reported = Any(None)  # asyncio.Event set when the starting lab reports where it listens (accept_report)
 
     @default("status_cache")
     def _status_cache_default(self):
@@ -194,6 +204,7 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
         await self.submit_batch_script()
         self.join_cull_group()
         submitted, waited = time.monotonic(), False
+        self.reported = asyncio.Event()
         force = True  # the first look is fresh: the shared view predates the job
         while True:  # until the job runs and its lab reports a port; a job that dies or is held fails at once
             status = await self.query_job_status(force=force)
@@ -213,7 +224,10 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
                 why = self.pending_message() or f"Session job {self.job_id} runs but its lab did not report a port"
                 await self._abandon()
                 raise StartFailed(f"The session did not start within {self.start_timeout} s. {why}.", "timeout")
-            await asyncio.sleep(self.startup_poll_interval)
+            # The lab's report wakes the wait at once, and the next look at the job is
+            # fresh (the shared view may be up to its max_age behind the job).
+            force = await wait_event(self.reported, self.startup_poll_interval)
+            self.reported.clear()
         self.ip = self.state_gethost()
         if not self.lab.covers(self.ip):
             await self._abandon()

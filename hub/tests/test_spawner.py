@@ -215,6 +215,25 @@ def test_through_a_tunnel_a_start_opens_it_to_the_reported_socket_and_routes_to_
     assert len(closes) == 1, "the tunnel goes with the session, closed once"
 
 
+def test_the_lab_s_report_wakes_the_start_at_once_and_the_next_look_at_the_job_is_fresh(spawner):
+    """A start does not sleep out its poll interval once the lab has reported; the shared view may lag the job."""
+    spawner.startup_poll_interval = 30
+    spawner.status_cache = FakeCache(JobInfo(State.IDLE), JobInfo(State.RUNNING, host="wn1"))
+
+    async def go():
+        task = asyncio.ensure_future(spawner.start())
+        await asyncio.sleep(0.05)
+        began = time.monotonic()
+        assert spawner.accept_report("port", 50003) == ""
+        address = await asyncio.wait_for(task, 5)
+        return address, time.monotonic() - began
+
+    address, after = run(go())
+    assert address == ("wn1", 50003)
+    assert after < 1, f"the start went on {after:.2f} s after the report (its poll interval is 30 s)"
+    assert spawner.status_cache.forced[:2] == [True, True], "the look after the report bypasses the cache"
+
+
 def test_a_tunnel_that_cannot_open_fails_the_start_with_its_reason_and_removes_the_job(spawner):
     spawner.lab = LabLink(spawner, TunnelTransport(), spawner.lab.watch)
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn1"))
