@@ -66,8 +66,10 @@ open_sessions() { hub condor_q -all -constraint 'CondorlabSealed =?= true && Job
 
 # PSS (kB) and CPU ticks of the access point's session machinery, per part: the
 # hub, the proxy, the tunnel front and every tunnel's processes (the units' cgroups).
+# Reading other users' smaps_rollup takes CAP_SYS_PTRACE, which only a
+# privileged exec has in the container.
 cost() {
-  hub sh -c '
+  podman exec --privileged "$(name hub)" sh -c '
     part() {
       pss=0; ticks=0; n=0
       for pid in $*; do
@@ -84,7 +86,7 @@ cost() {
     echo "front $(part $(procs condorlab-tunnel-front.service))"
     echo "tunnels $(part $(procs $(systemctl list-units --plain --no-legend "condorlab-tunnel@*" | cut -d" " -f1)))"'
 }
-measure() {  # transport sessions: PSS and CPU over $idle s of idle open sessions
+measure() {  # transport sessions: PSS and CPU over $idle s of idle open sessions (shown on stderr; "PSS CPU" on stdout)
   local a b
   sleep 10
   a=$(cost); sleep "$idle"; b=$(cost)
@@ -100,13 +102,14 @@ for name, (pss, ticks, procs) in after.items():
     total_pss += pss / 1024
     total_cpu += cpu
     parts.append(f"{name} {pss / 1024:.1f} MB/{procs} proc")
-print(f"  [{label}] {n} idle sessions: PSS {total_pss:.1f} MB ({', '.join(parts)}), CPU {total_cpu:.2f} % of a core")
-print(f"COST {total_pss:.2f} {total_cpu:.3f}")
+print(f"  [{label}] {n} idle sessions: PSS {total_pss:.1f} MB ({', '.join(parts)}), CPU {total_cpu:.2f} % of a core",
+      file=sys.stderr)
+print(f"{total_pss:.2f} {total_cpu:.3f}")
 PY
 }
 
 costs() {
-  local transport=$1 token figures=() line
+  local transport=$1 token figures=()
   echo "== $transport: round trip, download, cost of idle sessions =="
   site -e "@$big" -e "condorlab_session_transport=$transport"
   passwords "${users[@]}"
@@ -116,12 +119,12 @@ costs() {
   token=$(client token alice "${password[alice]}" bench | field token)
   echo "  lab through the proxy: $(hub /opt/condorlab/hub/bin/python3 /tmp/bench_lab.py https://hub.localhost:8443 alice "$token" /etc/condorlab/public-tls/ca.crt 100)"
   stop_all
-  line=$(measure "$transport" 0 | tee /dev/stderr | awk '/^COST/ {print $2, $3}'); figures+=("0 $line")
+  figures+=("0 $(measure "$transport" 0)")
   local from=0 to
   for to in 1 10 "$sessions"; do
     start_many "$from" "$to"; from=$to
     local open; open=$(open_sessions)
-    line=$(measure "$transport" "$open" | tee /dev/stderr | awk '/^COST/ {print $2, $3}'); figures+=("$open $line")
+    figures+=("$open $(measure "$transport" "$open")")
   done
   python3 - "$transport" "${figures[@]}" <<'PY'
 import sys

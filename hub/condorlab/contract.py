@@ -58,11 +58,6 @@ LOG_FILES = ("session.out", "session.err", "session.log")
 SECRET_FILES = (SESSION_FILE, *TLS_FILES.values())
 MAX_FILE_SIZE = 65536
 
-# The TCP ports a lab may listen on, [first, last], unless the site sets
-# condorlab_session_port_range: the execute nodes' firewall opens them to the
-# proxy, the lab picks one, the hub accepts a report of one of them.
-PORT_RANGE = (50000, 50999)
-
 
 # The hold subcode the execute nodes give a session held for using more memory
 # than it requested (HoldReasonCode 21, held by the startd's policy); HTCondor's

@@ -22,10 +22,10 @@ SERVER_BODY_MAX = 4096
 
 
 class PortReportHandler(APIHandler):
-    """POST where the lab listens, with the server's own API token: {"socket": "<path>"} (the tunnel
-    transport) or {"port": N} (the direct one), as the spawner's transport takes it (LabHooks.accept_report).
+    """POST where the lab listens, with the server's own API token: {"socket": "<path on its node>"}
+    (LabHooks.accept_report; the path keeps its name, port, from when labs listened on ports).
 
-    Anything else (other keys, another kind, a bad value, a server that is not
+    Anything else (other keys, a bad value, a server that is not
     starting, a token of another server) is refused and changes nothing.
     """
 
@@ -45,10 +45,9 @@ class PortReportHandler(APIHandler):
             body = json.loads(self.request.body or b"null")
         except ValueError:
             raise web.HTTPError(400, "the body must be JSON") from None
-        if not isinstance(body, dict) or len(body) != 1 or not set(body) <= {"port", "socket"}:
-            raise web.HTTPError(400, 'the body must be exactly {"socket": <path>} or {"port": <integer>}')
-        ((kind, value),) = body.items()
-        error = spawner.accept_report(kind, value)
+        if not isinstance(body, dict) or set(body) != {"socket"}:
+            raise web.HTTPError(400, 'the body must be exactly {"socket": <path>}')
+        error = spawner.accept_report(body["socket"])
         if error:
             raise web.HTTPError(400, error)
         self.set_status(204)

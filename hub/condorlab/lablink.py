@@ -3,18 +3,14 @@
 With internal TLS, each session gets its own key and certificate
 (identity.py): named only as needed, valid for the session's time, and
 pinned: the hub routes to a lab, checks its health and sends it a shutdown
-token only over a connection on which that very certificate answered, so a
-user's job squatting on another session's port is never routed to. The key,
-certificate and CA bundle travel as 0600 files with the job (the job's host is
-not known when they are made); a session on a node the names do not cover
-fails at once.
+token only over a connection on which that very certificate answered, so
+nothing else that answers on a session's port is ever routed to. The key,
+certificate and CA bundle travel as 0600 files with the job.
 
-How the hub reaches the lab is the transport's. TunnelTransport (the default)
-connects to the hub-side port of the session's tunnel (tunnel.py) to the lab's
-Unix socket; no port of an execute node is open for labs. DirectTransport
-connects to the port the lab reported on its node. Either way the hub and the
-proxy get an endpoint for the same lab; identity, health and shutdown stay as
-they are.
+How the hub reaches the lab is the transport's (TunnelTransport): the lab
+listens on a Unix socket in its job's private directory, and the hub and the
+proxy connect to the loopback port of the session's tunnel (tunnel.py) to it;
+no port of an execute node is open for labs.
 """
 
 from __future__ import annotations
@@ -32,37 +28,11 @@ from . import contract, identity, messages, tunnel
 from .policy import LabWatch
 
 
-class DirectTransport:
-    """The lab listens on a TCP port of its execute node; the hub and the proxy connect there."""
-
-    name = "direct"
-    report = "port"  # what the lab reports (handlers.py): {"port": N}
-
-    def endpoint(self, host: str, port: int) -> tuple[str, int]:
-        """Where the hub connects to reach the lab on host:port (health checks, shutdown)."""
-        return host, port
-
-    def server_address(self, host: str, port: int) -> tuple[str, int]:
-        """The server's address for JupyterHub and the proxy (the name its certificate carries for them)."""
-        return host, port
-
-    def seen(self, error: BaseException) -> BaseException:
-        """A health check's error as the watch judges it (policy.LabWatch)."""
-        return error
-
-    def url(self, server, path: str) -> str:
-        """The plain-HTTP URL of a path of the lab (without internal TLS): the server's own address."""
-        return f"{server.host}{path}"
-
-
-class TunnelTransport(DirectTransport):
+class TunnelTransport:
     """The lab listens on a Unix socket in its job's private directory, reached through its tunnel (tunnel.py).
 
     The port is the tunnel's hub-side port on loopback, which the tunnel front holds.
     """
-
-    name = "tunnel"
-    report = "socket"  # {"socket": "<the socket's path on the node>"}
 
     # The name JupyterHub and the proxy reach a tunnel by: the certificate
     # carries it (alt_names). Never 127.0.0.1, which the hub's client checks the
@@ -70,10 +40,16 @@ class TunnelTransport(DirectTransport):
     server_name = "localhost"
 
     def endpoint(self, host: str, port: int) -> tuple[str, int]:
+        """Where the hub connects to reach the lab of host's tunnel port (health checks, shutdown)."""
         return "127.0.0.1", port
 
     def server_address(self, host: str, port: int) -> tuple[str, int]:
+        """The server's address for JupyterHub and the proxy (the name its certificate carries for them)."""
         return self.server_name, port
+
+    def url(self, server, path: str) -> str:
+        """The plain-HTTP URL of a path of the lab (without internal TLS): the server's own address."""
+        return f"{server.host}{path}"
 
     def seen(self, error: BaseException) -> BaseException:
         """The channel answered but closed the connection at once: its far end, the lab's socket, refused it
@@ -83,48 +59,26 @@ class TunnelTransport(DirectTransport):
         return error
 
 
-TRANSPORTS = {t.name: t for t in (TunnelTransport, DirectTransport)}
-
-
-def name_covers(alt_name: str, host: str) -> bool:
-    """Whether a subjectAltName entry ("DNS:wn1.example.org", "DNS:*.example.org") names host."""
-    if not alt_name.startswith("DNS:"):
-        return False
-    pattern = alt_name[4:].lower().rstrip(".")
-    host = host.lower().rstrip(".")
-    if pattern.startswith("*."):
-        first, _, rest = host.partition(".")
-        return bool(first) and rest == pattern[2:]
-    return host == pattern
-
-
 @dataclass
 class LabLink:
     """One server's link to its lab; the spawner gives it its TLS settings and the transport."""
 
     spawner: object  # the CondorlabSpawner: its user, internal TLS settings and names
-    transport: DirectTransport | TunnelTransport
+    transport: TunnelTransport
     watch: LabWatch
     _context: ssl.SSLContext | None = field(default=None, repr=False)
-
-    @property
-    def _names(self) -> list[str]:
-        names = self.spawner.ssl_alt_names
-        return list(names) if isinstance(names, list) else []
 
     def alt_names(self) -> list[str]:
         """The names a session certificate carries, and why.
 
-        How the hub reaches the lab: by its node's name (the direct transport:
-        every execute node, ssl_alt_names), or by the tunnel's name (localhost,
-        at a port the tunnel front holds). The name the proxy checks the lab
-        against, which Node takes from the Host the browser used: the user's own
-        domain with subdomain_host, otherwise the public names. Never an IP
-        address or the hub's names.
+        How the hub reaches the lab: by the tunnel's name (localhost, at a port
+        the tunnel front holds). The name the proxy checks the lab against,
+        which Node takes from the Host the browser used: the user's own domain
+        with subdomain_host, otherwise the public names. Never an IP address,
+        an execute node's or the hub's names.
         """
         user = self.spawner.user
-        tunnel_name = getattr(self.transport, "server_name", "")
-        names = [f"DNS:{tunnel_name}"] if tunnel_name else self._names
+        names = [f"DNS:{self.transport.server_name}"]
         if user.settings.get("subdomain_host"):
             names.append(f"DNS:{user.domain}")
         else:
@@ -160,15 +114,9 @@ class LabLink:
             )
             # Through a tunnel the lab is at 127.0.0.1, which no certificate names:
             # the pinned certificate (identity.open_verified) is what identifies it.
-            context.check_hostname = self.transport.name == "direct"
+            context.check_hostname = False
             self._context = context
         return self._context
-
-    def covers(self, host: str) -> bool:
-        """Whether the session certificate's names (ssl_alt_names) cover this host (the direct transport's need)."""
-        if self.transport.name != "direct" or not self.spawner.internal_ssl:
-            return True
-        return any(name_covers(name, host) for name in self._names)
 
     async def check(self, host: str, port: int, pinned: str) -> None:
         """Raise unless this session's own lab answers on host:port (identity.check_lab)."""
@@ -235,33 +183,19 @@ class LabLink:
 class LabHooks:
     """JupyterHub's certificate hooks, the lab's report, its tunnel and the shutdown, for CondorlabSpawner (self.lab).
 
-    Uses the spawner's session, job_id, port, port_range, lab_socket, reported, server, user, helper and _abandon.
+    Uses the spawner's session, job_id, port, lab_socket, reported, server, user, helper and _abandon.
     """
 
-    def accept_report(self, kind: str, value) -> str:
-        """Take where this server's own job says its lab listens (handlers.py); return an error message or ''.
-
-        kind is the transport's: "port" (an integer of port_range) or "socket" (its path on the node).
-        """
-        if kind != self.lab.transport.report:
-            return f'this hub reaches labs by {self.lab.transport.name}: report {{"{self.lab.transport.report}": ...}}'
-        if kind == "port":
-            if isinstance(value, bool) or not isinstance(value, int):
-                return "port must be an integer"
-            low, high = self.port_range
-            if not low <= value <= high:
-                return f"port {value} is outside the allowed range {low}-{high}"
-        else:
-            try:
-                tunnel.check_socket_path(value if isinstance(value, str) else "")
-            except tunnel.TunnelError as exc:
-                return str(exc)
+    def accept_report(self, path) -> str:
+        """Take the path of the socket on its node where this server's own job says its lab listens
+        (handlers.py); return an error message or ''."""
+        try:
+            tunnel.check_socket_path(path if isinstance(path, str) else "")
+        except tunnel.TunnelError as exc:
+            return str(exc)
         if not self.job_id or self.port or self.lab_socket:
             return "this server is not waiting for its lab"
-        if kind == "port":
-            self.port = value
-        else:
-            self.lab_socket = value
+        self.lab_socket = path
         if self.reported is not None:
             self.reported.set()  # the start's wait (CondorlabSpawner._start) goes on at once
         return ""
@@ -280,7 +214,7 @@ class LabHooks:
     async def ensure_tunnel(self) -> tuple[str, str] | None:
         """Once per hub process, for a session that ran before it started: keep its tunnel, or open it again
         on the port it is routed to (a restart of the access point empties /run). (reason, message) if not."""
-        if self.lab.transport.name != "tunnel" or self.tunnel_kept or not (self.lab_socket and self.port):
+        if self.tunnel_kept or not (self.lab_socket and self.port):
             return None
         self.tunnel_kept = True
         try:
@@ -295,7 +229,7 @@ class LabHooks:
 
     async def close_tunnel(self) -> None:
         """Close this server's tunnel, if it has one (a tunnel opens only to a reported socket), once."""
-        if self.lab.transport.name != "tunnel" or not self.lab_socket:
+        if not self.lab_socket:
             return
         self.lab_socket = ""
         try:
@@ -327,4 +261,4 @@ class LabHooks:
         return await self.lab.shutdown(self.server, token, self.session.cert_sha256 if self.session else "")
 
 
-__all__ = ["TRANSPORTS", "DirectTransport", "LabHooks", "LabLink", "TunnelTransport", "name_covers"]
+__all__ = ["LabHooks", "LabLink", "TunnelTransport"]

@@ -30,7 +30,7 @@ class StartFailed(web.HTTPError, RuntimeError):
     def __init__(self, message: str, reason: str = "failed"):
         super().__init__(500, "%s", message)
         self.message = message
-        self.reason = reason  # for the start-failure metric: held, memory, exited, timeout, node-not-covered, identity
+        self.reason = reason  # for the start-failure metric: held, memory, exited, timeout, tunnel, identity
 
     def __str__(self) -> str:
         return self.message
@@ -127,16 +127,9 @@ TUNNEL_FAILED = (
 TUNNEL_MOVED = "the channel to your lab could not be opened again on its port after the hub restarted"
 
 
-def not_covered(host: str) -> str:
-    return (
-        f"The session landed on {host}, which the session certificates do not cover; "
-        "add the node to the condor_execute group (or set jupyterhub_internal_tls_names) and re-run site.yml"
-    )
-
-
 def not_this_session(host: str, port: int, error: BaseException) -> str:
     return (
-        f"The session's lab on {host}:{port} could not prove it is this session ({error}); "
+        f"The session's lab on {host} (through its tunnel's port {port}) could not prove it is this session ({error}); "
         "the job was removed, start a new session"
     )
 

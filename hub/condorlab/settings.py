@@ -17,7 +17,7 @@ import json
 import sys
 
 from batchspawner import CondorSpawner
-from traitlets import Dict, Enum, Float, Integer, List, Tuple, Unicode, default
+from traitlets import Dict, Float, Integer, List, Unicode, default
 
 from . import contract, handlers, jobs, metrics, options
 from .accounting import SESSION_RECORDS
@@ -45,14 +45,6 @@ class SpawnerSettings(CondorSpawner):
     job_tunnel = Unicode(
         "/opt/condorlab/hub/bin/condorlab-tunnel", help="The tunnel command (tunnel.py), run as root through sudo."
     ).tag(config=True)
-    transport = Enum(
-        ["tunnel", "direct"],
-        "tunnel",
-        help="How the hub reaches labs: through a tunnel to their socket, or on a port of their node (lablink.py).",
-    ).tag(config=True)
-    port_range = Tuple(
-        Integer(), Integer(), default_value=contract.PORT_RANGE, help="Ports a lab may report (inclusive)."
-    ).tag(config=True)
     user_groups_file = Unicode(
         contract.USER_GROUPS_FILE, help="The user groups as the inventory's filter wrote them; read when it changes."
     ).tag(config=True)
@@ -62,7 +54,7 @@ class SpawnerSettings(CondorSpawner):
         Unicode(), help="Names a lab's certificate carries for the proxy when users share the hub's origin."
     ).tag(config=True)
     poll_interval = Integer(
-        10, help="Seconds between polls of a running session: a lost node is seen within lost_after plus this."
+        3, help="Seconds between polls of a running session: a lost node is seen within lost_after plus this."
     ).tag(config=True)
     queue_refresh_every = Float(30, help="Seconds between queue reads on a hub without sessions (metrics).").tag(
         config=True
@@ -80,10 +72,10 @@ class SpawnerSettings(CondorSpawner):
         3.0, help="Seconds the options form waits for the share's state; it is shown without it after that."
     ).tag(config=True)
     lost_after = Integer(
-        45, help="Seconds a running lab may not answer the health check before its node is taken as lost."
+        12, help="Seconds a running lab may not answer the health check before its node is taken as lost."
     ).tag(config=True)
     health_timeout = Float(
-        10, help="Seconds a health check of a running lab may take; a slower answer counts as none."
+        2, help="Seconds a health check of a running lab may take; a slower answer counts as none."
     ).tag(config=True)
     lab_exit_grace = Integer(
         8, help="Seconds nothing may listen on a running lab's port before the session ends as 'lab died'."
@@ -262,7 +254,7 @@ def _spawner(c, spawner: dict) -> None:
         # poll_interval is JupyterHub's Spawner setting: set there, a site's
         # override of Spawner.poll_interval still replaces it.
         section = c.Spawner if name == "poll_interval" else c.CondorlabSpawner
-        setattr(section, name, tuple(value) if name == "port_range" else value)
+        setattr(section, name, value)
     c.Spawner.default_url = "/lab"
     # Logging in shows the home page; a session starts when the user asks for one.
     c.JupyterHub.redirect_to_server = False

@@ -27,7 +27,7 @@ from .accounting import record_session
 from .helperclient import HelperClient
 from .jobs import JobInfo, State, shared_cache, wait_gone
 from .jobstate import JobStateHooks
-from .lablink import TRANSPORTS, LabHooks, LabLink
+from .lablink import LabHooks, LabLink, TunnelTransport
 from .messages import StartFailed
 from .session import LAST_END_KEY, SOCKET_KEY, STATE_KEY, Session
 from .settings import SpawnerSettings
@@ -56,7 +56,7 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
     stop_reason = Unicode("stopped")  # why the next stop happens, for the record
     ending = Any(False)  # set while poll() ends a session at its walltime
     tls_files = Any(None)  # the session's TLS files (name -> PEM) for the next submission
-    lab_socket = Unicode("")  # the tunnel transport: the lab's socket on its node, as the lab reported it
+    lab_socket = Unicode("")  # the lab's socket on its node, as the lab reported it
     tunnel_kept = Any(False)  # this hub process has seen to the session's tunnel (LabHooks.ensure_tunnel)
     job_info = Any(JobInfo(State.GONE))  # the last state read from the cache
     reported = Any(None)  # asyncio.Event set when the starting lab reports where it listens (accept_report)
@@ -68,8 +68,7 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        transport = TRANSPORTS[self.transport]()
-        self.lab = LabLink(self, transport, policy.LabWatch(self.lost_after, self.lab_exit_grace))
+        self.lab = LabLink(self, TunnelTransport(), policy.LabWatch(self.lost_after, self.lab_exit_grace))
 
     @property
     def helper(self) -> HelperClient:
@@ -206,7 +205,7 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
         submitted, waited = time.monotonic(), False
         self.reported = asyncio.Event()
         force = True  # the first look is fresh: the shared view predates the job
-        while True:  # until the job runs and its lab reports a port; a job that dies or is held fails at once
+        while True:  # until the job runs and its lab's tunnel is open; a job that dies or is held fails at once
             status = await self.query_job_status(force=force)
             force = False
             if status == JobStatus.RUNNING and not waited:
@@ -221,7 +220,7 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
             if status == JobStatus.RUNNING and self.port:
                 break
             if loop.time() > deadline:
-                why = self.pending_message() or f"Session job {self.job_id} runs but its lab did not report a port"
+                why = self.pending_message() or f"Session job {self.job_id} runs but its lab did not report its socket"
                 await self._abandon()
                 raise StartFailed(f"The session did not start within {self.start_timeout} s. {why}.", "timeout")
             # The lab's report wakes the wait at once, and the next look at the job is
@@ -229,10 +228,7 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
             force = await wait_event(self.reported, self.startup_poll_interval)
             self.reported.clear()
         self.ip = self.state_gethost()
-        if not self.lab.covers(self.ip):
-            await self._abandon()
-            raise StartFailed(messages.not_covered(self.ip), "node-not-covered")
-        try:  # the lab reports its port once it listens: only this session's certificate may answer there
+        try:  # the lab reports its socket once it listens: only this session's certificate may answer there
             await self.check_identity(self.ip, self.port)
         except (identity.IdentityError, OSError, TimeoutError) as exc:
             await self._abandon()

@@ -37,6 +37,14 @@ def hub_context(ca_store) -> ssl.SSLContext:
     return context
 
 
+def tunnel_context(ca_store) -> ssl.SSLContext:
+    """The hub's side through a tunnel (LabLink.context): the lab is at 127.0.0.1, which no certificate
+    names; the pinned certificate identifies it."""
+    context = hub_context(ca_store)
+    context.check_hostname = False
+    return context
+
+
 class Lab:
     """A TLS server on 127.0.0.1 presenting a session certificate; remembers the requests it got."""
 
@@ -151,12 +159,11 @@ def running(ca_store, tmp_path, fake_helper):
     """alice's running session whose certificate the hub pinned, and the helper calls it makes."""
     spawner = CondorlabSpawner(
         user=SimpleNamespace(name="alice", url="/user/alice/", settings={}),
-        transport="direct",
         accounting_records=str(tmp_path / "sessions.jsonl"),
     )
     spawner.internal_ssl = True
     spawner.helper = fake_helper
-    spawner.lab.context = lambda: hub_context(ca_store)
+    spawner.lab.context = lambda: tunnel_context(ca_store)
     spawner.job_id = "12"
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="localhost", request_cpus=1, request_memory_mb=512))
     key, cert = session_cert(ca_store, "alice")

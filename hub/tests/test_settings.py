@@ -30,8 +30,7 @@ def site(tmp_path):
         "login": {"authenticator": "pam", "allowed_groups": ["physics", "astro"], "oidc": {}},
         "spawner": {
             "job_helper": "/opt/condorlab/hub/bin/condorlab-job",
-            "port_range": [50000, 50099],
-            "ssl_alt_names": ["DNS:wn1", "DNS:wn2"],
+            "job_tunnel": "/opt/condorlab/hub/bin/condorlab-tunnel",
             "start_timeout": 300,
             "poll_interval": 7,
             "lost_after": 20,
@@ -62,7 +61,7 @@ def test_the_hub_is_configured_from_the_settings_file(site, tmp_path):
     assert c.JupyterHub.cleanup_servers is False, "a hub restart ends nobody's session"
     assert c.PAMAuthenticator.allowed_groups == {"physics", "astro"}
     assert c.JupyterHub.spawner_class == "condorlab.spawner.CondorlabSpawner"
-    assert c.CondorlabSpawner.port_range == (50000, 50099)
+    assert c.CondorlabSpawner.job_tunnel == "/opt/condorlab/hub/bin/condorlab-tunnel"
     assert (c.Spawner.poll_interval, c.CondorlabSpawner.lost_after) == (7, 20)
     assert (jobs.shared_cache.max_age, jobs.shared_cache.reschedule_after, jobs.shared_cache.avoid_for) == (
         1.5,

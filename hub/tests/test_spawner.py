@@ -70,8 +70,6 @@ USER_GROUPS = [
 def spawner(tmp_path, fake_helper):
     s = CondorlabSpawner(
         user=SimpleNamespace(name="alice", url="/user/alice/", settings={}),
-        port_range=(50000, 50010),
-        transport="direct",
         user_groups=USER_GROUPS,
         accounting_records=str(tmp_path / "sessions.jsonl"),
     )
@@ -156,57 +154,45 @@ def test_named_servers_do_not_share_the_default_staging(spawner, monkeypatch):
     assert spawner.server_key == "named-default"
 
 
+LAB_SOCKET = "/var/lib/condor/execute/dir_42/.condorlab/lab.sock"
+
+
 @pytest.mark.parametrize(
     ("job_id", "port", "reported", "error"),
     [
-        ("12", 0, 50005, ""),
-        ("12", 0, 49999, "outside the allowed range"),
-        ("12", 0, 50011, "outside the allowed range"),
-        ("", 0, 50005, "not waiting for its lab"),
-        ("12", 50001, 50005, "not waiting for its lab"),
-        ("12", 0, True, "port must be an integer"),
-        ("12", 0, "50005", "port must be an integer"),
+        ("12", 0, LAB_SOCKET, ""),
+        ("12", 0, "/etc/../root/x.sock", "socket path"),
+        ("12", 0, "lab.sock", "socket path"),
+        ("12", 0, 50005, "socket path"),
+        ("", 0, LAB_SOCKET, "not waiting for its lab"),
+        ("12", 30001, LAB_SOCKET, "not waiting for its lab"),
     ],
 )
-def test_accept_port(spawner, job_id, port, reported, error):
+def test_accept_report(spawner, job_id, port, reported, error):
     spawner.job_id = job_id
     spawner.port = port
-    message = spawner.accept_report("port", reported)
+    message = spawner.accept_report(reported)
     if error:
-        assert error in message and spawner.port == port
+        assert error in message and spawner.lab_socket == ""
     else:
-        assert message == "" and spawner.port == reported
+        assert message == "" and spawner.lab_socket == reported
 
 
-def test_start_waits_for_the_job_and_the_port(spawner):
+def test_a_start_waits_for_the_job_and_its_lab_then_opens_the_tunnel_and_routes_to_its_port(spawner):
     spawner.status_cache = FakeCache(JobInfo(State.IDLE), JobInfo(State.RUNNING, host="wn1"))
+    socket_path = LAB_SOCKET
 
     async def go():
         task = asyncio.ensure_future(spawner.start())
         await asyncio.sleep(0.05)
-        assert not task.done(), "no port reported yet"
-        assert spawner.accept_report("port", 50003) == ""
-        return await asyncio.wait_for(task, 5)
-
-    assert run(go()) == ("wn1", 50003)
-    assert spawner.status_cache.forced[0] is True, "the first look after submitting bypasses the cache"
-
-
-def test_through_a_tunnel_a_start_opens_it_to_the_reported_socket_and_routes_to_its_port(spawner):
-    spawner.lab = LabLink(spawner, TunnelTransport(), spawner.lab.watch)
-    spawner.status_cache = FakeCache(JobInfo(State.IDLE), JobInfo(State.RUNNING, host="wn1"))
-    socket_path = "/var/lib/condor/execute/dir_42/.condorlab/lab.sock"
-
-    async def go():
-        task = asyncio.ensure_future(spawner.start())
-        await asyncio.sleep(0.05)
-        assert spawner.accept_report("port", 50003) == 'this hub reaches labs by tunnel: report {"socket": ...}'
-        assert spawner.accept_report("socket", "/etc/../root/x.sock").startswith("socket path")
-        assert spawner.accept_report("socket", socket_path) == ""
-        assert spawner.accept_report("socket", socket_path) == "this server is not waiting for its lab"
+        assert not task.done(), "no socket reported yet"
+        assert spawner.accept_report("/etc/../root/x.sock").startswith("socket path")
+        assert spawner.accept_report(socket_path) == ""
+        assert spawner.accept_report(socket_path) == "this server is not waiting for its lab"
         return await asyncio.wait_for(task, 5)
 
     assert run(go()) == ("localhost", 30007), "JupyterHub and the proxy reach the tunnel's port by its name"
+    assert spawner.status_cache.forced[0] is True, "the first look after submitting bypasses the cache"
     assert ("tunnel", "open", "default", "12", socket_path) in spawner.helper.commands
     assert spawner.lab.transport.endpoint(spawner.ip, spawner.port) == ("127.0.0.1", 30007)
     run(spawner.clean_staging())
@@ -224,18 +210,17 @@ def test_the_lab_s_report_wakes_the_start_at_once_and_the_next_look_at_the_job_i
         task = asyncio.ensure_future(spawner.start())
         await asyncio.sleep(0.05)
         began = time.monotonic()
-        assert spawner.accept_report("port", 50003) == ""
+        assert spawner.accept_report(LAB_SOCKET) == ""
         address = await asyncio.wait_for(task, 5)
         return address, time.monotonic() - began
 
     address, after = run(go())
-    assert address == ("wn1", 50003)
+    assert address == ("localhost", 30007)
     assert after < 1, f"the start went on {after:.2f} s after the report (its poll interval is 30 s)"
     assert spawner.status_cache.forced[:2] == [True, True], "the look after the report bypasses the cache"
 
 
 def test_a_tunnel_that_cannot_open_fails_the_start_with_its_reason_and_removes_the_job(spawner):
-    spawner.lab = LabLink(spawner, TunnelTransport(), spawner.lab.watch)
     spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn1"))
 
     async def refuse(*args):
@@ -247,7 +232,7 @@ def test_a_tunnel_that_cannot_open_fails_the_start_with_its_reason_and_removes_t
     async def go():
         task = asyncio.ensure_future(spawner.start())
         await asyncio.sleep(0.05)
-        spawner.accept_report("socket", "/var/lib/condor/execute/dir_1/.condorlab/lab.sock")
+        spawner.accept_report(LAB_SOCKET)
         return await asyncio.wait_for(task, 5)
 
     with pytest.raises(StartFailed) as failed:
@@ -364,7 +349,6 @@ def test_stop_waits_while_files_come_back(spawner):
 def test_tls_files_travel_with_the_job_and_never_touch_the_hub_s_disk(spawner, ca_store):
     spawner.internal_certs_location = str(ca_store)
     spawner.internal_trust_bundles = {"notebooks-ca": str(ca_store / "notebooks-ca_trust.crt")}
-    spawner.ssl_alt_names = ["DNS:wn1", "DNS:wn2"]
     spawner.proxy_alt_names = ["DNS:hub.example.org"]
     spawner.user.settings = {"subdomain_host": "https://hub.example.org"}
     spawner.user.domain = "alice.hub.example.org"
@@ -375,43 +359,16 @@ def test_tls_files_travel_with_the_job_and_never_touch_the_hub_s_disk(spawner, c
     assert moved == {"keyfile": "session-tls.key", "certfile": "session-tls.crt", "cafile": "session-ca.crt"}
     assert sorted(p.name for p in ca_store.rglob("*")) == before, "no session key or certificate in the hub's store"
     assert spawner.session.cert_sha256 == identity.fingerprint(paths["certfile"])
-    # the nodes and the user's own domain; not the hub's public name, not localhost
-    assert spawner.lab.alt_names() == ["DNS:wn1", "DNS:wn2", "DNS:alice.hub.example.org"]
+    # the tunnel's end and the user's own domain; not the hub's public name, no node, no address
+    assert spawner.lab.alt_names() == ["DNS:localhost", "DNS:alice.hub.example.org"]
     spawner.user.settings = {}
-    assert spawner.lab.alt_names() == ["DNS:wn1", "DNS:wn2", "DNS:hub.example.org"]
+    assert spawner.lab.alt_names() == ["DNS:localhost", "DNS:hub.example.org"]
     run(spawner.submit_batch_script())
     (_, request), *_ = spawner.calls
     assert request["files"]["session-tls.key"].startswith("-----BEGIN PRIVATE KEY-----")
     assert request["files"]["session-tls.crt"] == paths["certfile"]
     assert request["files"]["session-ca.crt"] == (ca_store / "notebooks-ca_trust.crt").read_text()
     assert spawner.tls_files is None, "the key is not kept in memory after the submission"
-
-
-@pytest.mark.parametrize(
-    ("name", "host", "covered"),
-    [
-        ("DNS:wn1", "wn1", True),
-        ("DNS:wn1", "WN1.", True),
-        ("DNS:wn1", "wn10", False),
-        ("DNS:*.farm.example.org", "wn7.farm.example.org", True),
-        ("DNS:*.farm.example.org", "a.wn7.farm.example.org", False),
-        ("DNS:*.farm.example.org", "farm.example.org", False),
-        ("IP:10.0.0.1", "10.0.0.1", False),
-    ],
-)
-def test_name_covers(name, host, covered):
-    from condorlab.lablink import name_covers
-
-    assert name_covers(name, host) is covered
-
-
-def test_a_session_on_a_node_the_certificate_does_not_cover_fails(spawner):
-    spawner.internal_ssl = True
-    spawner.ssl_alt_names = ["DNS:wn1", "DNS:wn2"]
-    spawner.status_cache = FakeCache(JobInfo(State.RUNNING, host="wn9"))
-    with pytest.raises(RuntimeError, match="landed on wn9, which the session certificates do not cover"):
-        run(start_reporting_port(spawner, 50001))
-    assert [c[0][0] for c in spawner.calls] == ["submit", "seal", "remove", "clean"]
 
 
 def test_a_job_the_seal_refuses_is_removed_and_the_start_fails(spawner):

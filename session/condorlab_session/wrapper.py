@@ -8,16 +8,16 @@ Runs in the job's sandbox, as the user, like any batch job:
 the session's environment from SESSION_FILE and its TLS key, certificate and
 CA bundle from the files beside it (0600 files Condor transferred with the
 job; neither the API token nor the key is ever in the job's ClassAd or command
-line), picks a free port in this node's session port range (the one its
-firewall opens to the proxy) and starts the JupyterLab singleuser server
-there, serving only TLS clients with a certificate of the hub's internal CAs,
-opened in the shared area or in the transferred work directory.
+line) and starts the JupyterLab singleuser server on a Unix socket in the
+sandbox (in a directory only the user may enter), serving only TLS clients with
+a certificate of the hub's internal CAs, opened in the shared area or in the
+transferred work directory. No port of the node is opened: the hub reaches the
+socket through condor_ssh_to_job (hub/condorlab/tunnel.py).
 
-The port is reported to the hub (over mutual TLS) only once the lab listens
-on it and answers with this session's own certificate: a port somebody else
-took in the meantime is never reported; the lab starts again on another one.
-This process stays as the lab's parent, passes signals on to it (HTCondor's
-vacate and remove) and ends with its exit code.
+The socket's path is reported to the hub (over mutual TLS) once the lab
+answers there with this session's own certificate. This process stays as the
+lab's parent, passes signals on to it (HTCondor's vacate and remove) and ends
+with its exit code.
 
 Its settings (Settings) come from SETTINGS_FILE in the runtime's virtualenv,
 which the singleuser role writes.
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import socket
 import ssl
@@ -48,10 +47,6 @@ LEGACY_ARGUMENTS = ("session.json", "session.summary")
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
-# How the hub reaches the lab (contract.TRANSPORTS): "tunnel" (a Unix socket in
-# the job's private directory, reached through condor_ssh_to_job) or "direct" (a
-# TCP port of the node's session port range, which its firewall opens to the proxy).
-TRANSPORTS = ("tunnel", "direct")
 # The lab's socket, in the sandbox (0700, the user's): <sandbox>/<SOCKET_NAME>.
 SOCKET_NAME = os.path.join(".condorlab", "lab.sock")
 # Jupyter Server's default port: the only one it accepts along with a socket.
@@ -64,11 +59,8 @@ SOCKET_PATH_MAX = 107
 class Settings:
     """What the node's settings file may set."""
 
-    transport: str = "tunnel"
-    port_range: tuple[int, int] | None = None  # direct: the ports this node's firewall opens to the proxy
-    report_patience: float = 300  # how long to keep trying to report the port (the hub may be restarting)
+    report_patience: float = 300  # how long to keep trying to report the socket (the hub may be restarting)
     boot_patience: float = 120  # how long the lab may take to listen
-    port_attempts: int = 5  # how many ports to try
     lab_command: tuple[str, ...] = field(default=(os.path.join(sys.prefix, "bin", "jupyterhub-singleuser"),))
 
     @classmethod
@@ -82,16 +74,6 @@ class Settings:
         unknown = sorted(set(values) - set(cls.__dataclass_fields__))
         if unknown:
             raise SystemExit(f"{path}: unknown setting(s) {', '.join(unknown)}")
-        if values.get("transport", "tunnel") not in TRANSPORTS:
-            raise SystemExit(f"{path}: transport must be one of {', '.join(TRANSPORTS)}")
-        if values.get("transport", "tunnel") == "direct" or "port_range" in values:
-            try:
-                low, high = (int(v) for v in values.pop("port_range"))
-            except (KeyError, TypeError, ValueError):
-                raise SystemExit(f"{path}: port_range must be [first, last]") from None
-            if not 1024 <= low <= high <= 65535:
-                raise SystemExit(f"{path}: port_range must be [first, last] within 1024-65535, not [{low}, {high}]")
-            values["port_range"] = (low, high)
         if "lab_command" in values:
             values["lab_command"] = tuple(values["lab_command"])
         return cls(**values)
@@ -100,20 +82,6 @@ class Settings:
 def log(message: str) -> None:
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     print(f"[condorlab-session {stamp}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port(low: int, high: int) -> int:
-    """A port of the range nobody listens on now, chosen at random."""
-    candidates = list(range(low, high + 1))
-    random.shuffle(candidates)
-    for port in candidates:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("0.0.0.0", port))  # noqa: S104 - the lab listens on every address of the node
-            except OSError:
-                continue
-            return port
-    raise SystemExit(f"no free port in {low}-{high} on {socket.gethostname()}")
 
 
 def tls_context(env: dict) -> ssl.SSLContext | None:
@@ -134,24 +102,22 @@ def own_certificate(env: dict) -> bytes | None:
         return ssl.PEM_cert_to_DER_cert(handle.read())
 
 
-def connect(where: int | str) -> socket.socket:
-    """A connection to the lab: on this node's port, or on its socket (a path)."""
-    if isinstance(where, int):
-        return socket.create_connection(("127.0.0.1", where), timeout=2)
+def connect(path: str) -> socket.socket:
+    """A connection to the lab's socket."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.settimeout(2)
     try:
-        conn.connect(where)
+        conn.connect(path)
     except OSError:
         conn.close()
         raise
     return conn
 
 
-def answers_as_us(where: int | str, certificate: bytes | None) -> bool:
-    """Whether the lab listens on the port or socket: with our own certificate under TLS."""
+def answers_as_us(path: str, certificate: bytes | None) -> bool:
+    """Whether the lab listens on its socket: with our own certificate under TLS."""
     try:
-        with connect(where) as raw:
+        with connect(path) as raw:
             if certificate is None:
                 return True
             # Only the server's certificate matters here; TLS 1.3 shows it
@@ -200,14 +166,14 @@ def set_service_address(env: dict, host: str, port: int) -> None:
 
 
 def launch(
-    command: list[str], env: dict, work_dir: str, where: int | str, certificate: bytes | None, settings: Settings
+    command: list[str], env: dict, work_dir: str, path: str, certificate: bytes | None, settings: Settings
 ) -> subprocess.Popen:
-    """Start the lab; the running process once it answers on its port or socket as this session, else the
+    """Start the lab; the running process once it answers on its socket as this session, else the
     ended one (after boot_patience it is stopped)."""
     process = subprocess.Popen(command, env=env, cwd=work_dir)  # noqa: S603 - the runtime's own command
     deadline = time.monotonic() + settings.boot_patience
     while process.poll() is None and time.monotonic() < deadline:
-        if answers_as_us(where, certificate):
+        if answers_as_us(path, certificate):
             return process
         time.sleep(0.1)
     if process.poll() is None:
@@ -216,29 +182,12 @@ def launch(
     return process
 
 
-def start_lab(
-    command: list[str], env: dict, work_dir: str, certificate: bytes | None, settings: Settings
-) -> tuple[subprocess.Popen, int]:
-    """Start the lab on a free port; return (process, port) once it answers there as this session."""
-    for attempt in range(1, settings.port_attempts + 1):
-        port = free_port(*settings.port_range)
-        set_service_address(env, "0.0.0.0", port)  # noqa: S104 - the lab listens on every address of the node
-        log(f"starting JupyterLab on {socket.gethostname()}:{port} in {work_dir} (attempt {attempt})")
-        process = launch(command, env, work_dir, port, certificate, settings)
-        if process.returncode is None:
-            return process, port
-        log(f"JupyterLab did not come up on port {port} (exit {process.returncode}); trying another port")
-    raise SystemExit(
-        f"JupyterLab could not start on a free port of {socket.gethostname()} in {settings.port_attempts} attempts"
-    )
-
-
-def report_port(api_url: str, token: str, where: int | str, context: ssl.SSLContext | None, patience: float) -> None:
-    """Tell the hub where the lab listens (its port, or its socket's path); retry while the hub
-    does not answer, give up at once if it refuses."""
+def report_socket(api_url: str, token: str, path: str, context: ssl.SSLContext | None, patience: float) -> None:
+    """Tell the hub where the lab listens (its socket's path); retry while the hub does not answer,
+    give up at once if it refuses."""
     request = urllib.request.Request(  # noqa: S310 - the hub's API URL, https with internal TLS
         api_url.rstrip("/") + "/condorlab/port",
-        data=json.dumps({"port": where} if isinstance(where, int) else {"socket": where}).encode(),  # handlers.py
+        data=json.dumps({"socket": path}).encode(),  # handlers.py
         headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
         method="POST",
     )
@@ -252,13 +201,13 @@ def report_port(api_url: str, token: str, where: int | str, context: ssl.SSLCont
         except urllib.error.HTTPError as exc:
             if exc.code < 500:  # refused: this session is not wanted (any more)
                 raise SystemExit(
-                    f"the hub refused the port report: {exc.code} {exc.read().decode(errors='replace')}"
+                    f"the hub refused the socket report: {exc.code} {exc.read().decode(errors='replace')}"
                 ) from None
-            log(f"port report attempt {attempt}: the hub answered {exc.code}")
+            log(f"socket report attempt {attempt}: the hub answered {exc.code}")
         except OSError as exc:
-            log(f"port report attempt {attempt} failed: {exc}")
+            log(f"socket report attempt {attempt} failed: {exc}")
         if time.monotonic() > deadline:
-            raise SystemExit("could not reach the hub to report the port")
+            raise SystemExit("could not reach the hub to report the lab's socket")
         time.sleep(min(attempt, 5))
 
 
@@ -312,16 +261,12 @@ def main(argv: list[str] | None = None, settings_file: str = SETTINGS_FILE) -> N
     with open(session_file) as handle:
         env, work_dir = lab_environment(json.load(handle), sandbox)
     command = [*settings.lab_command, f"--ServerApp.root_dir={work_dir}"]
-    if settings.transport == "tunnel":
-        process, where = start_lab_on_socket(command, env, work_dir, own_certificate(env), settings, sandbox)
-    else:
-        process, where = start_lab(command, env, work_dir, own_certificate(env), settings)
+    process, path = start_lab_on_socket(command, env, work_dir, own_certificate(env), settings, sandbox)
     forward_signals(process)
-    listens = {"port": where} if isinstance(where, int) else {"socket": where}
-    write_summary(summary_file, **listens, work_dir=work_dir, started=time.time())
+    write_summary(summary_file, socket=path, work_dir=work_dir, started=time.time())
     try:
-        report_port(
-            env["JUPYTERHUB_API_URL"], env["JUPYTERHUB_API_TOKEN"], where, tls_context(env), settings.report_patience
+        report_socket(
+            env["JUPYTERHUB_API_URL"], env["JUPYTERHUB_API_TOKEN"], path, tls_context(env), settings.report_patience
         )
     except SystemExit:
         process.terminate()

@@ -1,4 +1,4 @@
-"""The session job's executable: bind before report, port retries, signal forwarding, settings."""
+"""The session job's executable: its lab on a socket in the sandbox, report once it listens, signals, settings."""
 
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-# A stand-in for jupyterhub-singleuser: listens on the port of JUPYTERHUB_SERVICE_URL
-# (or on --ServerApp.sock, which it takes only with the default port) after LAB_DELAY seconds (with TLS when LAB_CERT/LAB_KEY are set), and on SIGTERM
-# writes LAB_MARKER and ends by that signal, as a lab does.
+# A stand-in for jupyterhub-singleuser: listens on --ServerApp.sock (which it
+# takes only with the default port in JUPYTERHUB_SERVICE_URL, as Jupyter Server
+# does) after LAB_DELAY seconds (with TLS when LAB_CERT/LAB_KEY are set), and on
+# SIGTERM writes LAB_MARKER and ends by that signal, as a lab does.
 LAB = r"""
 import os, signal, socket, ssl, sys, time
 def on_term(number, frame):
@@ -36,19 +37,11 @@ def on_term(number, frame):
 signal.signal(signal.SIGTERM, on_term)
 time.sleep(float(os.environ.get("LAB_DELAY", "0")))
 port = int(os.environ["JUPYTERHUB_SERVICE_URL"].rsplit(":", 1)[1].split("/")[0])
-sock = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--ServerApp.sock=")]
-if sock:
-    if port != 8888:
-        sys.exit(4)  # as Jupyter Server: --port and --sock are mutually exclusive
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(sock[0])
-else:
-    server = socket.socket()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        server.bind(("0.0.0.0", port))
-    except OSError:
-        sys.exit(3)
+(sock,) = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--ServerApp.sock=")]
+if port != 8888:
+    sys.exit(4)  # as Jupyter Server: --port and --sock are mutually exclusive
+server = socket.socket(socket.AF_UNIX)
+server.bind(sock)
 server.listen(16)
 context = None
 if os.environ.get("LAB_CERT"):
@@ -96,19 +89,8 @@ def der_of(cert_path: str) -> bytes:
     return ssl.PEM_cert_to_DER_cert(open(cert_path).read())
 
 
-def free_ports(count: int) -> list[int]:
-    """count distinct ports free now (the kernel's choice)."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def settings(port_range, **values) -> wrapper.Settings:
-    return wrapper.Settings(transport="direct", port_range=port_range, lab_command=tuple(lab_command()), **values)
+def settings(**values) -> wrapper.Settings:
+    return wrapper.Settings(lab_command=tuple(lab_command()), **values)
 
 
 class Hub:
@@ -121,12 +103,9 @@ class Hub:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 try:
-                    if "socket" in body:
-                        probe = socket.socket(socket.AF_UNIX)
-                        probe.connect(body["socket"])
-                        probe.close()
-                    else:
-                        socket.create_connection(("127.0.0.1", body["port"]), timeout=2).close()
+                    probe = socket.socket(socket.AF_UNIX)
+                    probe.connect(body["socket"])
+                    probe.close()
                     listening = True
                 except OSError:
                     listening = False
@@ -152,7 +131,7 @@ def hub():
     server.close()
 
 
-def sandbox_with_session(tmp_path, hub_url: str, port_range, extra_env=None, transport="direct") -> dict:
+def sandbox_with_session(tmp_path, hub_url: str, extra_env=None) -> dict:
     """A job sandbox holding the session file and the node's settings file; the wrapper's environment."""
     (tmp_path / "session.json").write_text(
         json.dumps(
@@ -167,11 +146,7 @@ def sandbox_with_session(tmp_path, hub_url: str, port_range, extra_env=None, tra
             }
         )
     )
-    (tmp_path / "settings.json").write_text(
-        json.dumps(
-            {"transport": transport, "port_range": list(port_range), "lab_command": lab_command(), "report_patience": 5}
-        )
-    )
+    (tmp_path / "settings.json").write_text(json.dumps({"lab_command": lab_command(), "report_patience": 5}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
     package = os.path.dirname(os.path.dirname(wrapper.__file__))
     return {**env, "_CONDOR_SCRATCH_DIR": str(tmp_path), "HOME": str(tmp_path), "PYTHONPATH": package}
@@ -190,31 +165,23 @@ def run_wrapper(tmp_path, env) -> subprocess.Popen:
 
 def test_the_node_s_settings_are_read_and_checked(tmp_path):
     path = tmp_path / "session.json"
-    path.write_text(json.dumps({"transport": "direct", "port_range": [51000, 51009], "report_patience": 60}))
-    loaded = wrapper.Settings.load(str(path))
-    assert loaded.port_range == (51000, 51009) and loaded.report_patience == 60
-    assert loaded.lab_command[0].endswith("/bin/jupyterhub-singleuser")
     path.write_text(json.dumps({"report_patience": 60}))
-    assert wrapper.Settings.load(str(path)).transport == "tunnel", "the tunnel is the default, without ports"
-    for values, message in [
-        ({"port_range": [51000, 51009], "port": 1}, "unknown setting(s) port"),
-        ({"transport": "direct", "report_patience": 1}, "port_range must be [first, last]"),
-        ({"port_range": [80, 90]}, "within 1024-65535, not [80, 90]"),
-        ({"transport": "ssh"}, "transport must be one of tunnel, direct"),
-    ]:
-        path.write_text(json.dumps(values))
-        with pytest.raises(SystemExit, match=re.escape(message)):
-            wrapper.Settings.load(str(path))
+    loaded = wrapper.Settings.load(str(path))
+    assert loaded.report_patience == 60 and loaded.lab_command[0].endswith("/bin/jupyterhub-singleuser")
+    # a node's settings from before labs listened on sockets only: site.yml writes them again
+    path.write_text(json.dumps({"transport": "direct", "port_range": [51000, 51009]}))
+    with pytest.raises(SystemExit, match=re.escape("unknown setting(s) port_range, transport")):
+        wrapper.Settings.load(str(path))
     with pytest.raises(SystemExit, match=r"run site\.yml"):
         wrapper.Settings.load(str(tmp_path / "missing.json"))
 
 
-# ---- the tunnel transport: a socket in the sandbox --------------------------
+# ---- the lab's socket in the sandbox -------------------------------------------
 
 
 def test_the_job_reports_its_lab_s_socket_in_a_directory_only_the_user_may_enter(tmp_path, hub):
     """The lab listens on a socket in the sandbox, never on a port; its path is reported once it listens."""
-    env = sandbox_with_session(tmp_path, hub.url, (50000, 50009), transport="tunnel")
+    env = sandbox_with_session(tmp_path, hub.url)
     job = run_wrapper(tmp_path, env)
     try:
         deadline = time.monotonic() + 20
@@ -237,44 +204,6 @@ def test_a_sandbox_path_too_long_for_a_socket_is_refused_with_its_reason(tmp_pat
         wrapper.lab_socket(str(deep))
 
 
-# ---- ports ------------------------------------------------------------------
-
-
-def three_free_ports() -> int:
-    """The first of three consecutive ports nobody listens on."""
-    for _ in range(50):
-        (first,) = free_ports(1)
-        if first + 2 <= 65535 and all(_free(port) for port in (first + 1, first + 2)):
-            return first
-    raise AssertionError("no three consecutive free ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
-
-
-def test_a_free_port_is_one_nobody_listens_on():
-    low = three_free_ports()
-    held = []
-    try:
-        for port in (low, low + 2):
-            held.append(socket.socket())
-            held[-1].bind(("0.0.0.0", port))
-        assert wrapper.free_port(low, low + 2) == low + 1
-        held.append(socket.socket())
-        held[-1].bind(("0.0.0.0", low + 1))
-        with pytest.raises(SystemExit, match=f"no free port in {low}-{low + 2}"):
-            wrapper.free_port(low, low + 2)
-    finally:
-        for s in held:
-            s.close()
-
-
 def test_the_summary_is_written_even_when_the_node_s_settings_are_missing(tmp_path):
     (tmp_path / "session.json").write_text("{}")
     env = {**os.environ, "_CONDOR_SCRATCH_DIR": str(tmp_path)}
@@ -288,79 +217,68 @@ def test_the_summary_is_written_even_when_the_node_s_settings_are_missing(tmp_pa
     assert "started" in json.loads((tmp_path / "session.summary").read_text()), "HTCondor finds its output file"
 
 
-def test_the_lab_is_reported_only_once_it_listens(tmp_path):
-    (port,) = free_ports(1)
-    env = {"JUPYTERHUB_SERVICE_URL": "http://0.0.0.0:0/user/alice/", "LAB_DELAY": "0.8", **os.environ}
+def test_the_lab_is_taken_as_started_only_once_it_listens_as_this_session(tmp_path):
+    own_cert, own_key = make_cert(tmp_path, "session")
+    env = {"JUPYTERHUB_SERVICE_URL": "https://0.0.0.0:0/user/alice/", "LAB_DELAY": "0.8", "LAB_CERT": own_cert}
+    env = {**os.environ, **env, "LAB_KEY": own_key}
     began = time.monotonic()
-    process, reported = wrapper.start_lab(lab_command(), env, str(tmp_path), None, settings((port, port)))
+    process, path = wrapper.start_lab_on_socket(
+        lab_command(), env, str(tmp_path), der_of(own_cert), settings(), str(tmp_path)
+    )
     try:
-        assert reported == port and time.monotonic() - began >= 0.8
-        assert wrapper.answers_as_us(port, None)
-        assert env["JUPYTERHUB_SERVICE_URL"] == f"http://0.0.0.0:{port}/user/alice/"
+        assert path == str(tmp_path / ".condorlab" / "lab.sock") and time.monotonic() - began >= 0.8
+        assert wrapper.answers_as_us(path, der_of(own_cert))
+        assert env["JUPYTERHUB_SERVICE_URL"] == "https://127.0.0.1:8888/user/alice/", "Jupyter's default port"
     finally:
         process.kill()
         process.wait()
 
 
-def test_a_port_another_certificate_holds_is_never_reported(tmp_path, monkeypatch):
-    """Somebody takes the chosen port before the lab binds it: the lab starts again on another port."""
-    own_cert, own_key = make_cert(tmp_path, "session")
+def test_a_socket_another_certificate_answers_on_is_not_this_session_s_lab(tmp_path):
+    own_cert, _ = make_cert(tmp_path, "session")
     other_cert, other_key = make_cert(tmp_path, "squatter")
-    taken, free = free_ports(2)
-    squatter = subprocess.Popen(
-        lab_command(),
-        env={
-            **os.environ,
-            "JUPYTERHUB_SERVICE_URL": f"http://0.0.0.0:{taken}/",
-            "LAB_CERT": other_cert,
-            "LAB_KEY": other_key,
-        },
-    )
-    choices = iter([taken, free])
-    monkeypatch.setattr(wrapper, "free_port", lambda low, high: next(choices))
-    env = {**os.environ, "JUPYTERHUB_SERVICE_URL": "https://0.0.0.0:0/", "LAB_CERT": own_cert, "LAB_KEY": own_key}
+    path = str(tmp_path / "other.sock")
+    env = {
+        **os.environ,
+        "JUPYTERHUB_SERVICE_URL": "https://0.0.0.0:8888/",
+        "LAB_CERT": other_cert,
+        "LAB_KEY": other_key,
+    }
+    squatter = subprocess.Popen([*lab_command(), f"--ServerApp.sock={path}"], env=env)
     try:
         deadline = time.monotonic() + 10
-        while not wrapper.answers_as_us(taken, der_of(other_cert)) and time.monotonic() < deadline:
+        while not wrapper.answers_as_us(path, der_of(other_cert)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not wrapper.answers_as_us(taken, der_of(own_cert)), "the squatter does not pass as the session"
-        process, port = wrapper.start_lab(
-            lab_command(), env, str(tmp_path), der_of(own_cert), settings((taken, free), boot_patience=3)
-        )
-        process.kill()
-        process.wait()
-        assert port == free
+        assert wrapper.answers_as_us(path, der_of(other_cert))
+        assert not wrapper.answers_as_us(path, der_of(own_cert)), "another certificate does not pass as the session"
     finally:
         squatter.kill()
         squatter.wait()
 
 
-def test_a_lab_that_does_not_come_up_is_tried_on_other_ports_then_given_up(tmp_path, monkeypatch):
-    tried = []
-    monkeypatch.setattr(wrapper, "free_port", lambda low, high: tried.append(low) or low)
-    failing = wrapper.Settings(port_range=(50000, 50009), lab_command=(sys.executable, "-c", "raise SystemExit(1)"))
+def test_a_lab_that_does_not_come_up_on_its_socket_is_given_up_with_its_exit(tmp_path):
+    failing = wrapper.Settings(lab_command=(sys.executable, "-c", "raise SystemExit(1)"))
     env = {**os.environ, "JUPYTERHUB_SERVICE_URL": "http://0.0.0.0:0/"}
-    with pytest.raises(SystemExit, match=r"could not start on a free port of .* in 5 attempts"):
-        wrapper.start_lab(list(failing.lab_command), env, str(tmp_path), None, failing)
-    assert len(tried) == 5
+    with pytest.raises(SystemExit, match=r"did not come up on its socket \(exit 1\)"):
+        wrapper.start_lab_on_socket(list(failing.lab_command), env, str(tmp_path), None, failing, str(tmp_path))
 
 
 # ---- the whole job ------------------------------------------------------------
 
 
-def test_the_job_reports_its_listening_port_and_passes_signals_to_the_lab(tmp_path, hub):
-    ports = free_ports(1)
-    env = sandbox_with_session(tmp_path, hub.url, (ports[0], ports[0]), {"LAB_MARKER": str(tmp_path / "marker")})
+def test_the_job_reports_its_lab_once_and_passes_signals_to_the_lab(tmp_path, hub):
+    env = sandbox_with_session(tmp_path, hub.url, {"LAB_MARKER": str(tmp_path / "marker")})
+    socket_path = str(tmp_path / ".condorlab" / "lab.sock")
     job = run_wrapper(tmp_path, env)
     try:
         deadline = time.monotonic() + 20
         while not hub.reports and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert hub.reports == [("/hub/api/condorlab/port", "token secret-token", {"port": ports[0]}, True)], (
+        assert hub.reports == [("/hub/api/condorlab/port", "token secret-token", {"socket": socket_path}, True)], (
             "one report, once the lab listened"
         )
         summary = json.loads((tmp_path / "session.summary").read_text())
-        assert summary["port"] == ports[0] and summary["work_dir"] == str(tmp_path / "work")
+        assert summary["socket"] == socket_path and summary["work_dir"] == str(tmp_path / "work")
         job.send_signal(signal.SIGTERM)  # HTCondor's vacate or remove
         assert job.wait(20) == 128 + signal.SIGTERM, "the job ends as its lab did"
     finally:
@@ -371,12 +289,12 @@ def test_the_job_reports_its_listening_port_and_passes_signals_to_the_lab(tmp_pa
 def test_a_refused_report_ends_the_lab_and_the_job(tmp_path):
     hub = Hub(status=400)
     try:
-        ports = free_ports(1)
-        env = sandbox_with_session(tmp_path, hub.url, (ports[0], ports[0]))
+        env = sandbox_with_session(tmp_path, hub.url)
         job = run_wrapper(tmp_path, env)
         assert job.wait(20) == 1
-        assert [report[2:] for report in hub.reports] == [({"port": ports[0]}, True)], "refused at once, no retry"
-        assert not wrapper.answers_as_us(ports[0], None), "the lab was stopped"
+        socket_path = str(tmp_path / ".condorlab" / "lab.sock")
+        assert [report[2:] for report in hub.reports] == [({"socket": socket_path}, True)], "refused at once, no retry"
+        assert not wrapper.answers_as_us(socket_path, None), "the lab was stopped"
     finally:
         hub.close()
 

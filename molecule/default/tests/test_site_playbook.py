@@ -46,7 +46,12 @@ BAD_SETTINGS = [
     ),
     ("condorlab_directory_uri=ldap://cm", 'the directory is "ldap://cm" (condorlab_directory_uri)'),
     # A shared fact set under a role's own name, as before it was the site's.
-    ('{"jupyterhub_session_port_range": [40000, 40100]}', "sets jupyterhub_session_port_range, which the plays"),
+    ("jupyterhub_public_port=9443", "sets jupyterhub_public_port, which the plays"),
+    # The direct transport's settings: refused, not ignored.
+    (
+        '{"condorlab_session_transport": "direct", "condorlab_session_port_range": [50000, 50999]}',
+        "the inventory sets condorlab_session_port_range, condorlab_session_transport,",
+    ),
     (
         '{"jupyterhub_authenticator": "oidc", "condorlab_oidc": {"client_id": "condorlab-hub", '
         '"issuer": "http://idp", "callback_url": "https://hub.localhost:8443/hub/oauth_callback"}}',
@@ -56,7 +61,6 @@ BAD_SETTINGS = [
         '{"directory_users": [{"name": "zed", "uid": 2099, "groups": ["nope"]}]}',
         "directory_users[0] (zed) is in group 'nope', which is not in directory_groups",
     ),
-    ("jupyterhub_internal_tls_wildcard=*.org", "the wildcard (jupyterhub_internal_tls_wildcard) is '*.org'"),
     ("jupyterhub_public_tls_cert=/etc/ssl/certs/hub.pem", "only one of jupyterhub_public_tls_cert"),
     (
         '{"firewall_rules": [{"comment": "db", "proto": "tcp", "ports": [70000], "sources": ["any"]}]}',
