@@ -70,14 +70,14 @@ status: root ## show the demo's hosts and services (root)
 	@testbed/demo.sh status
 
 # Session start/stop times on the demo test bed (make demo first).
-bench: root ## session start and stop (median of 5), then tunnel vs direct transport (root, make demo first)
+bench: root ## session start and stop (median of 5), then the tunnel transport's figures (root, make demo first)
 	@testbed/bench-session-start.sh 5 alice
 	@testbed/bench-transport.sh
 
 bench-busy: root ## session starts on a 100%-busy farm, share on and off: median, p95, preemptions (root, make demo first)
 	@testbed/bench-busy.sh
 
-bench-transport: root ## tunnel vs direct transport: kernel round trip, download, hub cost per session, busy starts (root, make demo first)
+bench-transport: root ## the tunnel transport: kernel round trip, download, hub cost per session, busy starts (root, make demo first)
 	@testbed/bench-transport.sh
 
 lint: $(STAMP) ## yamllint, ansible-lint, ruff (no root, no podman)

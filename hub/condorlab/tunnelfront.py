@@ -84,6 +84,10 @@ class Front:
 
     def handler(self, port: int):
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # No Nagle: asyncio sets TCP_NODELAY only on sockets it made itself with
+            # IPPROTO_TCP, and a reply's small TLS records would otherwise wait for
+            # the proxy's delayed ACK (40 ms per kernel round trip).
+            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             directory = os.path.join(self.tunnel_dir, str(port))
             try:
                 if not os.path.isdir(directory):

@@ -161,6 +161,36 @@ def test_the_front_holds_its_ports_and_passes_a_connection_to_its_tunnel_s_end(t
     assert asyncio.run(scenario()) == b"lab:hello"
 
 
+def test_the_front_sends_without_waiting_for_acks(tmp_path, monkeypatch):
+    """TCP_NODELAY on every connection it accepts: the small TLS records of a kernel's reply go at once."""
+    seen = []
+
+    async def spliced(a, b):
+        seen.append(a[1].get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        for _, writer in (a, b):
+            writer.close()
+
+    monkeypatch.setattr(tunnelfront, "splice", spliced)
+
+    async def scenario():
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        servers = await tunnelfront.Front(str(tmp_path), patience=2).listen(port, port)
+        (tmp_path / str(port)).mkdir()
+        end = await asyncio.start_unix_server(lambda r, w: w.close(), str(tmp_path / str(port) / "end.sock"))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        end.close()
+        for server in servers:
+            server.close()
+
+    asyncio.run(scenario())
+    assert seen and all(seen), f"TCP_NODELAY on the front's side of each connection: {seen}"
+
+
 def test_the_front_closes_a_connection_to_a_port_without_a_tunnel(tmp_path):
     async def scenario():
         front = tunnelfront.Front(str(tmp_path), patience=0.5)
