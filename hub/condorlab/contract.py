@@ -59,6 +59,19 @@ SECRET_FILES = (SESSION_FILE, *TLS_FILES.values())
 MAX_FILE_SIZE = 65536
 
 
+# A lab's own HTCondor token (the pool from the lab): an IDTOKEN of the user's
+# own identity the job helper fetches from the access point's schedd (FS
+# authentication, as the user), for READ and WRITE only and for at most
+# TOKEN_LIFETIME_MAX seconds; the hub renews it into the running lab. The
+# helper refuses lifetimes outside this range.
+TOKEN_LIFETIME_MIN = 60
+TOKEN_LIFETIME_MAX = 3600
+TOKEN_AUTHZ = ("READ", "WRITE")
+# An IDTOKEN is a JWT: three base64url parts.
+TOKEN_FORM = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+TOKEN_SIZE_MAX = 4096
+
+
 # The hold subcode the execute nodes give a session held for using more memory
 # than it requested (HoldReasonCode 21, held by the startd's policy); HTCondor's
 # own cgroup limit holds with HoldReasonCode 34 instead.
@@ -188,6 +201,16 @@ def check_server_key(key) -> str:
     if not isinstance(key, str) or not SERVER_KEY.fullmatch(key):
         raise ContractError(f"bad server name {str(key)[:70]!r}")
     return key
+
+
+def check_token_lifetime(value) -> int:
+    """A token lifetime in seconds within the contract's range, else ContractError naming it."""
+    text = str(value)
+    if not text.isdigit() or not TOKEN_LIFETIME_MIN <= int(text) <= TOKEN_LIFETIME_MAX:
+        raise ContractError(
+            f"token lifetime {quoted(value)} must be whole seconds from {TOKEN_LIFETIME_MIN} to {TOKEN_LIFETIME_MAX}"
+        )
+    return int(text)
 
 
 def staging_dir(key: str) -> str:

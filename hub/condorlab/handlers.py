@@ -1,4 +1,4 @@
-"""Our API handlers: the singleuser server's port report, and JupyterHub's server API with bounded start options."""
+"""Our API handlers: the lab's socket report, its pool token, and JupyterHub's server API with bounded start options."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tornado import web
 from . import profiles
 
 PORT_REPORT_PATH = r"/api/condorlab/port"
+TOKEN_PATH = r"/api/condorlab/token"  # noqa: S105 - an API path, not a secret
 # batchspawner registers a handler that sets any spawner attribute named in
 # the request body; it must never be reachable.
 UNSAFE_PATHS = {r"/api/batchspawner"}
@@ -31,16 +32,7 @@ class PortReportHandler(APIHandler):
 
     @web.authenticated
     async def post(self):
-        user = self.current_user
-        token = self.get_auth_token() or ""
-        spawner = None
-        for candidate in getattr(user, "spawners", {}).values():
-            api_token = getattr(candidate, "api_token", "") or ""
-            if api_token and hmac.compare_digest(api_token, token):
-                spawner = candidate
-                break
-        if spawner is None or not hasattr(spawner, "accept_report"):
-            raise web.HTTPError(403, "only a starting condorlab server may report its port")
+        spawner = own_server(self, "only a starting condorlab server may report its socket")
         try:
             body = json.loads(self.request.body or b"null")
         except ValueError:
@@ -52,6 +44,34 @@ class PortReportHandler(APIHandler):
             raise web.HTTPError(400, error)
         self.set_status(204)
         self.finish()
+
+
+def own_server(handler: APIHandler, refusal: str):
+    """The condorlab server whose own API token authenticated this request (never another server's or a
+    user's token), else 403 with the refusal."""
+    token = handler.get_auth_token() or ""
+    for candidate in getattr(handler.current_user, "spawners", {}).values():
+        api_token = getattr(candidate, "api_token", "") or ""
+        if api_token and token and hmac.compare_digest(api_token, token) and hasattr(candidate, "accept_report"):
+            return candidate
+    raise web.HTTPError(403, refusal)
+
+
+class TokenHandler(APIHandler):
+    """POST, with a running lab's own API token: a fresh HTCondor token of its user's, for its tools
+    (LabHooks.pool_token): {"token": ..., "lifetime": seconds}. The lab asks again before it expires;
+    once the session has ended its API token is gone and so is the renewal."""
+
+    @web.authenticated
+    async def post(self):
+        spawner = own_server(self, "only a running condorlab lab may ask for its pool token")
+        if self.request.body and self.request.body.strip() not in (b"", b"{}"):
+            raise web.HTTPError(400, "the body must be empty")
+        answer, error = await spawner.pool_token()
+        if error:
+            raise web.HTTPError(answer, error)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(answer))
 
 
 def check_body_size(body: bytes) -> None:
@@ -101,10 +121,11 @@ class ServerAPIHandler(UserServerAPIHandler):
 
 
 def install() -> None:
-    """Add our port report handler to the hub's API, drop batchspawner's, bound JupyterHub's server API."""
+    """Add our report and token handlers to the hub's API, drop batchspawner's, bound JupyterHub's server API."""
     default_handlers[:] = [h for h in default_handlers if h[0] not in UNSAFE_PATHS]
-    if not any(h[0] == PORT_REPORT_PATH for h in default_handlers):
-        default_handlers.append((PORT_REPORT_PATH, PortReportHandler))
+    for path, handler in ((PORT_REPORT_PATH, PortReportHandler), (TOKEN_PATH, TokenHandler)):
+        if not any(h[0] == path for h in default_handlers):
+            default_handlers.append((path, handler))
     for index, (path, handler, *rest) in enumerate(default_handlers):
         if handler is UserServerAPIHandler:
             default_handlers[index] = (path, ServerAPIHandler, *rest)

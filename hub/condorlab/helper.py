@@ -7,6 +7,7 @@ The hub runs this through sudo as the user (sudoers allows nothing else):
                             "files": {"session-tls.key": PEM, ...}}
   condorlab-job remove CLUSTER
   condorlab-job clean KEY
+  condorlab-job token LIFETIME
 
 It is a console script of the hub's root-owned virtualenv, run isolated
 (python3 -I: no PYTHON* variables, no user site-packages, not the caller's
@@ -26,7 +27,11 @@ and {"cluster": N, "work_dir": DIR} is printed. The job is submitted on
 hold: the hub seals and releases it (seal.py), as only the hub may.
 remove removes only that user's session jobs. clean deletes a session's
 staged secrets (session.json with its token, the key, the certificate and CA
-bundle) once the session has ended; its logs stay.
+bundle) once the session has ended; its logs stay. token fetches an IDTOKEN of
+the user's own identity from the local schedd (FS authentication: the user is
+who sudo made this process), for READ and WRITE only and valid LIFETIME seconds,
+and prints {"token": ..., "lifetime": N}: the lab's own access to the pool,
+which the hub hands to that user's running lab only.
 """
 
 from __future__ import annotations
@@ -34,10 +39,13 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import subprocess
 import sys
 
 from . import contract
 from .contract import ATTRS, ContractError
+
+CONDOR_TOKEN_FETCH = "/usr/bin/condor_token_fetch"  # noqa: S105 - a program, not a secret
 
 
 class RequestError(Exception):
@@ -210,6 +218,32 @@ def clean(user: pwd.struct_passwd, key: str) -> None:
     print(json.dumps({"cleaned": key, "removed": removed}))
 
 
+def token_env(user: pwd.struct_passwd) -> dict:
+    """condor_token_fetch's environment: FS authentication only, so that a token the user keeps in
+    ~/.condor/tokens.d is never what the new one derives from."""
+    return {"PATH": "/usr/bin:/bin", "HOME": user.pw_dir, "_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS": "FS"}
+
+
+def token(user: pwd.struct_passwd, lifetime: str) -> None:
+    """Print a fresh IDTOKEN of this user's, limited to the contract's authorizations and lifetime."""
+    try:
+        seconds = contract.check_token_lifetime(lifetime)
+    except ContractError as exc:
+        fail(str(exc))
+    command = [CONDOR_TOKEN_FETCH, "-lifetime", str(seconds)]
+    for level in contract.TOKEN_AUTHZ:
+        command += ["-authz", level]
+    try:
+        fetched = subprocess.run(command, env=token_env(user), capture_output=True, text=True, timeout=30, check=False)  # noqa: S603
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        fail(f"condor_token_fetch did not run: {exc}")
+    value = fetched.stdout.strip()
+    if fetched.returncode != 0 or not contract.TOKEN_FORM.fullmatch(value) or len(value) > contract.TOKEN_SIZE_MAX:
+        # Never the output itself: it may hold a token.
+        fail(f"condor_token_fetch failed ({fetched.returncode}): {fetched.stderr.strip()[:300]}")
+    print(json.dumps({"token": value, "lifetime": seconds}))
+
+
 def main() -> None:
     user = pwd.getpwuid(os.getuid())
     if user.pw_uid == 0:
@@ -224,8 +258,13 @@ def main() -> None:
         remove(user, args[1])
     elif len(args) == 2 and args[0] == "clean":
         clean(user, args[1])
+    elif len(args) == 2 and args[0] == "token":
+        token(user, args[1])
     else:
-        fail("usage: condorlab-job submit < request.json | condorlab-job remove CLUSTER | condorlab-job clean KEY")
+        fail(
+            "usage: condorlab-job submit < request.json | condorlab-job remove CLUSTER | condorlab-job clean KEY"
+            " | condorlab-job token LIFETIME"
+        )
 
 
 if __name__ == "__main__":

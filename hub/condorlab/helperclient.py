@@ -42,6 +42,10 @@ class HelperClient:
     async def clean(self, server_key: str) -> dict:
         return await self.helper("clean", server_key)
 
+    async def token(self, lifetime: int) -> dict:
+        """A fresh HTCondor token of the user's own for a lab (helper.py token): {"token", "lifetime"}."""
+        return await self.helper("token", str(int(lifetime)))
+
     async def seal(self, server_key: str, cluster: str) -> dict:
         return await run_json(self.seal_cmd(server_key, cluster), "condorlab-seal")
 

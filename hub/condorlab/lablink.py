@@ -27,6 +27,10 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from . import contract, identity, messages, tunnel
 from .policy import LabWatch
 
+# The least time between two pool tokens of one lab (LabHooks.pool_token): a lab
+# renews its token every third of its lifetime, never in a loop.
+TOKEN_FETCH_INTERVAL = 10
+
 
 class TunnelTransport:
     """The lab listens on a Unix socket in its job's private directory, reached through its tunnel (tunnel.py).
@@ -183,7 +187,8 @@ class LabLink:
 class LabHooks:
     """JupyterHub's certificate hooks, the lab's report, its tunnel and the shutdown, for CondorlabSpawner (self.lab).
 
-    Uses the spawner's session, job_id, port, lab_socket, reported, server, user, helper and _abandon.
+    Uses the spawner's session, job_id, port, lab_socket, reported, lab_token_lifetime, token_fetched, server,
+    user, helper and _abandon.
     """
 
     def accept_report(self, path) -> str:
@@ -226,6 +231,29 @@ class LabHooks:
             await self.close_tunnel()
             return "lost", messages.TUNNEL_MOVED
         return None
+
+    async def pool_token(self) -> tuple[dict | int, str]:
+        """({"token", "lifetime"}, "") for this server's lab, or (HTTP status, why not) (handlers.TokenHandler).
+
+        A fresh HTCondor token of the user's own (the job helper, as the user), while the server has its
+        session job; at most one fetch per TOKEN_FETCH_INTERVAL seconds. Never logged.
+        """
+        if not self.lab_token_lifetime:
+            return 404, "this site gives labs no pool token (jupyterhub_lab_token_lifetime is 0)"
+        if not self.job_id:
+            return 409, "this server has no session job"
+        now = time.monotonic()
+        if self.token_fetched and now - self.token_fetched < TOKEN_FETCH_INTERVAL:
+            return 429, f"a lab may ask for its token at most every {TOKEN_FETCH_INTERVAL} s"
+        self.token_fetched = now
+        try:
+            reply = await self.helper.token(self.lab_token_lifetime)
+            answer = {"token": reply["token"], "lifetime": int(reply["lifetime"])}
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+            self.log.warning("Could not fetch the pool token of %s: %s", self._log_name, exc)
+            return 503, "the access point could not issue a token now; ask again"
+        self.log.info("Pool token of %s renewed, valid %s s", self._log_name, answer["lifetime"])
+        return answer, ""
 
     async def close_tunnel(self) -> None:
         """Close this server's tunnel, if it has one (a tunnel opens only to a reported socket), once."""

@@ -50,6 +50,9 @@ class SpawnerSettings(CondorSpawner):
     ).tag(config=True)
     user_groups = List(Dict(), help="The user groups, given here instead of user_groups_file (tests).").tag(config=True)
     accounting_records = Unicode(SESSION_RECORDS, help="Where session starts and stops are recorded.").tag(config=True)
+    lab_token_lifetime = Integer(
+        300, help="Seconds a lab's HTCondor token is valid (renewed by the lab while it runs); 0: labs get none."
+    ).tag(config=True)
     proxy_alt_names = List(
         Unicode(), help="Names a lab's certificate carries for the proxy when users share the hub's origin."
     ).tag(config=True)

@@ -60,6 +60,7 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
     tunnel_kept = Any(False)  # this hub process has seen to the session's tunnel (LabHooks.ensure_tunnel)
     job_info = Any(JobInfo(State.GONE))  # the last state read from the cache
     reported = Any(None)  # asyncio.Event set when the starting lab reports where it listens (accept_report)
+    token_fetched = Any(0.0)  # when the lab's last pool token was fetched (LabHooks.pool_token), monotonic
 
     @default("status_cache")
     def _status_cache_default(self):

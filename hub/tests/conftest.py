@@ -73,6 +73,10 @@ class FakeHelper:
         self.calls.append((("tunnel", verb, server_key, *args), None))
         return {"port": 30007} if verb == "open" else {"closed": 30007}
 
+    async def token(self, lifetime):
+        self.calls.append((("token", str(lifetime)), None))
+        return {"token": f"eyJ.token{len(self.calls)}.sig", "lifetime": int(lifetime)}
+
     @property
     def commands(self):
         """The calls without their standard input: ("remove", "12"), ("clean", "default"), ..."""

@@ -97,3 +97,30 @@ def test_an_edit_of_the_server_s_options_is_bounded_too(monkeypatch):
     asyncio.run(patch(server_handler("PATCH", {"user_options": {"profile": "physics/small"}}), "bob"))
     asyncio.run(patch(server_handler("PATCH", {"display_name": "mine"}), "bob"))
     assert edits == [{"user_options": {"profile": "physics/small"}}, {"display_name": "mine"}]
+
+
+def test_a_lab_s_requests_are_taken_only_with_its_own_server_s_token():
+    """The socket report and the pool token: bob's lab, alice's own API token or no token get nothing."""
+
+    class Lab(SimpleNamespace):
+        def accept_report(self, path):
+            return ""
+
+    default, other = Lab(api_token="tok-default"), Lab(api_token="tok-other")
+    alice = SimpleNamespace(spawners={"": default, "other": other})
+
+    def asking(token):
+        return SimpleNamespace(get_auth_token=lambda: token, current_user=alice)
+
+    assert handlers.own_server(asking("tok-other"), "no") is other
+    for token in ("tok-bob", "alice's own API token", "", None):
+        with pytest.raises(web.HTTPError) as refused:
+            handlers.own_server(asking(token), "only a running condorlab lab may ask for its pool token")
+        assert refused.value.status_code == 403
+
+
+def test_the_pool_token_is_served_at_its_own_path_next_to_the_report():
+    handlers.install()
+    paths = {path: handler for path, handler, *_ in default_handlers}
+    assert paths[handlers.TOKEN_PATH] is handlers.TokenHandler
+    assert paths[handlers.PORT_REPORT_PATH] is handlers.PortReportHandler

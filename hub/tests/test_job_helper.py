@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pwd
 from pathlib import Path
 
@@ -174,3 +175,48 @@ def test_nodes_the_hub_lost_a_session_on_are_avoided():
         '(TARGET.Machine =!= "wn2.example.org" || TARGET.LastHeardFrom > 1764500000)\n'
     ) in text
     assert "# Not on wn1, wn2.example.org until the collector hears from it again" in text
+
+
+FAKE_TOKEN_FETCH = """#!/bin/sh
+# Records how it was run; answers like condor_token_fetch (the token on stdout).
+printf '%s\\n' "$@" > "$0.args"
+env > "$0.env"
+[ -n "$FAIL" ] && { echo "eyJsecret.part.here"; echo "AUTHENTICATE:1003:Failed to authenticate" >&2; exit 1; }
+echo "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
+"""
+
+
+@pytest.fixture
+def token_fetch(tmp_path, monkeypatch):
+    fake = tmp_path / "condor_token_fetch"
+    fake.write_text(FAKE_TOKEN_FETCH)
+    fake.chmod(0o755)
+    monkeypatch.setattr(helper, "CONDOR_TOKEN_FETCH", str(fake))
+    return fake
+
+
+def test_a_lab_token_is_the_user_s_own_for_read_and_write_only_and_short_lived(token_fetch, capsys):
+    helper.token(ALICE, "300")
+    answer = json.loads(capsys.readouterr().out)
+    assert answer == {"token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl", "lifetime": 300}
+    args = Path(f"{token_fetch}.args").read_text().split()
+    assert args == ["-lifetime", "300", "-authz", "READ", "-authz", "WRITE"]
+    env = Path(f"{token_fetch}.env").read_text()
+    assert "_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS=FS" in env, "never derived from a token the user keeps"
+
+
+@pytest.mark.parametrize("lifetime", ["59", "3601", "-1", "5m", "", "300 -authz ADMINISTRATOR"])
+def test_a_lab_token_outside_the_contract_s_lifetimes_is_refused(token_fetch, lifetime, capsys):
+    with pytest.raises(SystemExit):
+        helper.token(ALICE, lifetime)
+    assert "token lifetime" in capsys.readouterr().err
+    assert not Path(f"{token_fetch}.args").exists(), "nothing was fetched"
+
+
+def test_a_failed_fetch_says_why_and_never_shows_what_it_printed(token_fetch, monkeypatch, capsys):
+    original = helper.token_env  # a fixed environment: FAIL reaches the stub only through it
+    monkeypatch.setattr(helper, "token_env", lambda user: {**original(user), "FAIL": "1"})
+    with pytest.raises(SystemExit):
+        helper.token(ALICE, "300")
+    out = capsys.readouterr()
+    assert "Failed to authenticate" in out.err and "secret" not in out.err + out.out

@@ -968,3 +968,31 @@ def test_a_tunnel_that_comes_back_on_another_port_ends_the_session_with_the_reas
     assert run(spawner.poll()) == 1
     assert "could not be opened again" in spawner.last_end["message"]
     assert ("tunnel", "close", "default") in spawner.helper.commands
+
+
+def test_a_lab_gets_a_pool_token_of_its_user_s_from_the_helper_while_its_job_is_there(spawner, monkeypatch):
+    from condorlab import lablink
+
+    clock = [1000.0]
+    monkeypatch.setattr(lablink.time, "monotonic", lambda: clock[0])
+    assert run(spawner.pool_token()) == (409, "this server has no session job")
+    spawner.job_id = "12"
+    answer, error = run(spawner.pool_token())
+    assert error == "" and answer == {"token": "eyJ.token1.sig", "lifetime": 300}
+    assert spawner.helper.commands == [("token", "300")], "fetched as the user, by the job helper"
+    clock[0] += 5
+    assert run(spawner.pool_token())[0] == 429, "not in a loop"
+    clock[0] += 10
+    assert run(spawner.pool_token())[0]["token"] == "eyJ.token2.sig"
+    spawner.lab_token_lifetime = 0
+    assert run(spawner.pool_token())[0] == 404, "a site may give labs none"
+
+
+def test_a_pool_token_the_helper_cannot_fetch_is_refused_without_its_reason(spawner):
+    spawner.job_id = "12"
+
+    async def failing(lifetime):
+        raise RuntimeError("condorlab-job token failed (2): condor_token_fetch failed (1): AUTHENTICATE:1003")
+
+    spawner.helper.token = failing
+    assert run(spawner.pool_token()) == (503, "the access point could not issue a token now; ask again")
