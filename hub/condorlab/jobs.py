@@ -181,6 +181,18 @@ def _default_query() -> list[dict[str, Any]]:
     return [{k: plain(ad, k) for k in PROJECTION} for ad in ads]
 
 
+def local_schedd_name() -> str:
+    """This access point's schedd as the pool names it: SCHEDD_NAME (completed with the host's name as
+    HTCondor does), else the host's full name."""
+    import htcondor
+
+    host = htcondor.param.get("FULL_HOSTNAME", "")
+    name = htcondor.param.get("SCHEDD_NAME", "")
+    if not name:
+        return host
+    return name if "@" in name or not host else f"{name}@{host}"
+
+
 def _default_reschedule() -> None:
     import htcondor
 

@@ -19,6 +19,12 @@ answers there with this session's own certificate. This process stays as the
 lab's parent, passes signals on to it (HTCondor's vacate and remove) and ends
 with its exit code.
 
+The lab reaches the pool as its user: this process asks the hub (the same
+channel) for an HTCondor token of the user's own, short-lived, keeps it in a
+0700 directory of the sandbox, renews it while the session runs, and gives the
+lab an environment in which HTCondor's tools and bindings use it against the
+access point's schedd (TokenKeeper).
+
 Its settings (Settings) come from SETTINGS_FILE in the runtime's virtualenv,
 which the singleuser role writes.
 """
@@ -32,6 +38,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -49,6 +56,11 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUI
 
 # The lab's socket, in the sandbox (0700, the user's): <sandbox>/<SOCKET_NAME>.
 SOCKET_NAME = os.path.join(".condorlab", "lab.sock")
+# The lab's HTCondor token, in the sandbox: <sandbox>/<TOKEN_DIR>/<TOKEN_NAME> (0700, 0600).
+TOKEN_DIR = os.path.join(".condorlab", "tokens.d")
+TOKEN_NAME = "session"  # noqa: S105 - a file name, not a secret
+# The access point's schedd, as the hub names it in the session's environment.
+SCHEDD_VARIABLE = "CONDORLAB_SCHEDD"
 # Jupyter Server's default port: the only one it accepts along with a socket.
 JUPYTER_DEFAULT_PORT = 8888
 # A Unix socket's path is at most 107 bytes (sun_path).
@@ -211,6 +223,78 @@ def report_socket(api_url: str, token: str, path: str, context: ssl.SSLContext |
         time.sleep(min(attempt, 5))
 
 
+class TokenKeeper:
+    """The lab's HTCondor token: fetched from the hub (handlers.TokenHandler) with the session's own API
+    token over mutual TLS, kept in the sandbox, renewed every third of its lifetime until the hub says
+    the session is over."""
+
+    RETRY = 10  # seconds between attempts after a failure (the hub may be restarting)
+
+    def __init__(self, api_url: str, token: str, context: ssl.SSLContext | None, sandbox: str):
+        self.url = api_url.rstrip("/") + "/condorlab/token"
+        self.headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
+        self.context = context
+        self.directory = os.path.join(sandbox, TOKEN_DIR)
+        self.lifetime = 0
+        self.stopped = threading.Event()
+
+    def fetch(self) -> bool | None:
+        """Fetch and store a fresh token: True; False after a failure worth retrying; None when the hub
+        gives this lab no token (the site gives none, or the session is over)."""
+        request = urllib.request.Request(self.url, data=b"{}", headers=self.headers, method="POST")  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=30, context=self.context) as answer:  # noqa: S310
+                body = json.load(answer)
+            value, lifetime = body["token"], int(body["lifetime"])
+            if not isinstance(value, str) or "\n" in value or lifetime <= 0:
+                raise ValueError("not a token")
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403, 404, 409):
+                log(f"no HTCondor token for the lab: the hub answered {exc.code}")
+                return None
+            log(f"HTCondor token: the hub answered {exc.code}")
+            return False
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log(f"HTCondor token: {exc.__class__.__name__}")  # never the answer: it may hold the token
+            return False
+        self.store(value)
+        self.lifetime = lifetime
+        return True
+
+    def store(self, value: str) -> None:
+        """Replace the token file at once: HTCondor's tools never read half a token."""
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        temporary = os.path.join(self.directory, f".{TOKEN_NAME}.new")
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value + "\n")
+        os.replace(temporary, os.path.join(self.directory, TOKEN_NAME))
+
+    def environment(self, schedd: str) -> dict:
+        """What the lab's HTCondor tools and bindings need: this token only, against the access point."""
+        env = {
+            "_CONDOR_SEC_TOKEN_DIRECTORY": self.directory,
+            "_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS": "IDTOKENS",
+        }
+        if schedd:
+            env["_CONDOR_SCHEDD_HOST"] = schedd
+        return env
+
+    def keep(self) -> None:
+        """Renew the token every third of its lifetime (sooner after a failure) until the hub gives none."""
+        while not self.stopped.wait(max(self.RETRY, self.lifetime // 3)):
+            while (done := self.fetch()) is False and not self.stopped.wait(self.RETRY):
+                pass
+            if done is None:
+                return
+
+    def start(self) -> None:
+        threading.Thread(target=self.keep, name="token", daemon=True).start()
+
+
 def write_summary(path: str, **facts) -> None:
     """The summary file comes back to the hub with the job, whatever happens."""
     with open(path, "w") as summary:
@@ -261,6 +345,10 @@ def main(argv: list[str] | None = None, settings_file: str = SETTINGS_FILE) -> N
     with open(session_file) as handle:
         env, work_dir = lab_environment(json.load(handle), sandbox)
     command = [*settings.lab_command, f"--ServerApp.root_dir={work_dir}"]
+    tokens = TokenKeeper(env["JUPYTERHUB_API_URL"], env["JUPYTERHUB_API_TOKEN"], tls_context(env), sandbox)
+    if tokens.fetch():
+        env.update(tokens.environment(env.get(SCHEDD_VARIABLE, "")))
+        tokens.start()
     process, path = start_lab_on_socket(command, env, work_dir, own_certificate(env), settings, sandbox)
     forward_signals(process)
     write_summary(summary_file, socket=path, work_dir=work_dir, started=time.time())

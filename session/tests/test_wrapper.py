@@ -94,14 +94,28 @@ def settings(**values) -> wrapper.Settings:
 
 
 class Hub:
-    """The hub's port report endpoint: answers 204 and notes whether the lab listened when the report came."""
+    """The hub's socket report endpoint: answers 204 and notes whether the lab listened when the report came.
 
-    def __init__(self, status: int = 204):
+    Its token endpoint answers token_status (404: this site gives labs no token) with the next of tokens.
+    """
+
+    def __init__(self, status: int = 204, tokens=(), token_status: int = 404):
         reports = self.reports = []
+        self.token_status, self.tokens, self.token_asks = token_status, list(tokens), []
+        hub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path.endswith("/condorlab/token"):
+                    hub.token_asks.append(self.headers["Authorization"])
+                    given = hub.token_status if hub.tokens else 403
+                    answer = json.dumps({"token": hub.tokens.pop(0), "lifetime": 1}).encode() if given == 200 else b""
+                    self.send_response(given)
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                    return
                 try:
                     probe = socket.socket(socket.AF_UNIX)
                     probe.connect(body["socket"])
@@ -302,3 +316,42 @@ def test_a_refused_report_ends_the_lab_and_the_job(tmp_path):
 def test_exit_codes_are_those_of_a_shell():
     assert wrapper.exit_code(0) == 0 and wrapper.exit_code(3) == 3
     assert wrapper.exit_code(-signal.SIGKILL) == 137
+
+
+# ---- the lab's HTCondor token -----------------------------------------------------
+
+
+def test_the_lab_s_token_is_kept_private_renewed_and_dropped_when_the_hub_says_the_session_is_over(tmp_path):
+    hub = Hub(tokens=["eyJa.one.sig", "eyJb.two.sig"], token_status=200)
+    try:
+        keeper = wrapper.TokenKeeper(hub.url, "secret-token", None, str(tmp_path))
+        assert keeper.fetch() is True
+        stored = tmp_path / ".condorlab" / "tokens.d" / "session"
+        assert stored.read_text() == "eyJa.one.sig\n"
+        assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+        assert stat.S_IMODE(stored.parent.stat().st_mode) == 0o700
+        assert keeper.environment("hub.example.org") == {
+            "_CONDOR_SEC_TOKEN_DIRECTORY": str(stored.parent),
+            "_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS": "IDTOKENS",
+            "_CONDOR_SCHEDD_HOST": "hub.example.org",
+        }
+        keeper.RETRY = 0.05
+        keeper.keep()  # renews, then the hub has no more (403: the session is over) and it stops
+        assert stored.read_text() == "eyJb.two.sig\n"
+        assert hub.token_asks == ["token secret-token"] * 3, "with the session's own API token only"
+    finally:
+        hub.close()
+
+
+def test_a_lab_the_hub_gives_no_token_starts_without_one(tmp_path, hub):
+    env = sandbox_with_session(tmp_path, hub.url, {"LAB_MARKER": str(tmp_path / "marker")})
+    job = run_wrapper(tmp_path, env)
+    try:
+        deadline = time.monotonic() + 20
+        while not hub.reports and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hub.token_asks == ["token secret-token"] and len(hub.reports) == 1
+        assert not (tmp_path / ".condorlab" / "tokens.d").exists()
+    finally:
+        job.kill()
+        job.wait(20)
