@@ -51,7 +51,7 @@ description:
     C(share_negotiator) - the interactive share's slot attribute and negotiator;
     C(memory_hold_subcode) - the hold subcode of a session over its memory;
     C(accounting_map) - the access point's map of users to accounting groups;
-    C(hub_settings_file) - the hub's settings file).
+    C(hub_settings_file) - the hub's settings file; C(token_lifetimes) - a lab token's shortest and longest lifetime).
 positional: _input
 options:
   _input:
@@ -419,6 +419,7 @@ def condorlab_contract(name: str):
         "memory_hold_subcode": contract.MEMORY_HOLD_SUBCODE,
         "accounting_map": membership.ACCOUNTING_MAP,
         "hub_settings_file": contract.HUB_SETTINGS_FILE,
+        "token_lifetimes": [contract.TOKEN_LIFETIME_MIN, contract.TOKEN_LIFETIME_MAX],
     }
     if name not in facts:
         raise AnsibleFilterError(f"condorlab_contract: {name!r} is not one of {sorted(facts)}")
