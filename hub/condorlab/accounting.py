@@ -11,7 +11,10 @@ the history through the htcondor bindings, as a table or as CSV. It counts only
 jobs the hub recorded as sessions (a user can mark a batch job as a session, not
 make the hub record it), and it skips impossible values (negative or longer than
 the job's life in the queue), each with a warning: the access point protects
-these attributes, so such a value means a site without that protection.
+these attributes, so such a value means a site without that protection. A
+session the hub ended because its node was lost counts the time the hub saw
+its lab run (from its start to the last time it answered): HTCondor's wall
+time for such a job also holds the time its shadow waited for the dead node.
 """
 
 from __future__ import annotations
@@ -93,8 +96,9 @@ class Usage:
 
 
 def recorded_sessions(path: str) -> dict[tuple[str, int], dict]:
-    """The session starts the hub recorded: (user, cluster) -> the start record."""
-    sessions = {}
+    """The session starts the hub recorded: (user, cluster) -> the start record, with the session's
+    stop record under "ended" where the hub recorded one."""
+    sessions, stops = {}, {}
     try:
         with open(path) as handle:
             for line in handle:
@@ -102,12 +106,27 @@ def recorded_sessions(path: str) -> dict[tuple[str, int], dict]:
                     entry = json.loads(line)
                 except ValueError:
                     continue
+                if not isinstance(entry, dict):
+                    continue
                 job = str(entry.get("job") or "").split(".")[0]
-                if isinstance(entry, dict) and entry.get("event") == "start" and job.isdigit():
-                    sessions[(str(entry.get("user")), int(job))] = entry
+                if job.isdigit() and entry.get("event") in ("start", "stop"):
+                    into = sessions if entry["event"] == "start" else stops
+                    into[(str(entry.get("user")), int(job))] = entry
     except FileNotFoundError:
         pass
+    for key, stop in stops.items():
+        if key in sessions:
+            sessions[key] = {**sessions[key], "ended": stop}
     return sessions
+
+
+def observed_wall(record: dict) -> float | None:
+    """The seconds the hub saw a session's lab run when it ended the session as node-lost, else None."""
+    ended = record.get("ended") or {}
+    began, last_seen = _number(record.get("time")), _number(ended.get("last_seen"))
+    if ended.get("reason") != "node-lost" or began is None or last_seen is None:
+        return None
+    return max(0.0, last_seen - began)
 
 
 def _number(value) -> float | None:
@@ -132,6 +151,9 @@ def checked_ads(ads: Iterable[dict], recorded: dict[tuple[str, int], dict], warn
         if record is None:
             warn(f"job {cluster} of {owner} is marked as a session but the hub never recorded it; not counted")
             continue
+        observed = observed_wall(record)
+        if observed is not None:  # its node was lost: the time the hub saw it run
+            ad = {**ad, "RemoteWallClockTime": observed}
         wall = _number(ad.get("RemoteWallClockTime") or 0)
         cpu = [_number(ad.get(name) or 0) for name in ("RemoteUserCpu", "RemoteSysCpu")]
         life = (_number(ad.get("EnteredCurrentStatus")) or 0) - (_number(ad.get("QDate")) or 0)

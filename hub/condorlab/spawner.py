@@ -135,7 +135,9 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
         if self.started_at():
             info = self.job_info
             held = {"hold_code": info.hold_code, "hold_subcode": info.hold_subcode} if info.state == State.HELD else {}
-            self.record("stop", host=info.host or self.ip, reason=reason, detail=message, **held)
+            # A lost node's lab last answered when the watch first found it silent (accounting.observed_wall).
+            seen = {"last_seen": round(self.lab.watch.unreachable_since, 3)} if reason == "node-lost" else {}
+            self.record("stop", host=info.host or self.ip, reason=reason, detail=message, **held, **seen)
         self.last_end = messages.ended(reason, message)
 
     # ---- the job ----------------------------------------------------------------

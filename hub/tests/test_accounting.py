@@ -205,3 +205,20 @@ def test_an_empty_period_still_makes_a_page(tmp_path):
     out = tmp_path / "empty.html"
     assert report.main(["--since", "2026-01-01", "--format", "html", "--output", str(out)], FakeSchedd([])) == 0
     assert "No session ended in this period." in out.read_text()
+
+
+def test_a_session_lost_with_its_node_counts_the_time_the_hub_saw_it_run(capsys, tmp_path):
+    """HTCondor's wall time of such a job holds its shadow's wait for the dead node too (on the demo: wall
+    204 s for 61 s in the queue, dropped as impossible); the hub's own records count it."""
+    lost = {**ADS[0], "ClusterId": 11, "QDate": DAY, "EnteredCurrentStatus": DAY + 61, "RemoteWallClockTime": 204.0}
+    path = tmp_path / "sessions.jsonl"
+    lines = [
+        {"event": "start", "user": "alice", "job": "11", "time": DAY + 5, "request_cpus": 2},
+        {"event": "stop", "user": "alice", "job": "11", "time": DAY + 60, "reason": "node-lost", "last_seen": DAY + 41},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    counted = accounting.checked_ads([lost], accounting.recorded_sessions(str(path)))
+    assert capsys.readouterr().err == "", "not skipped"
+    assert [ad["RemoteWallClockTime"] for ad in counted] == [36.0], "from its start to the last answer"
+    groups, _ = accounting.summarise(counted)
+    assert groups["group_physics"].sessions == 1 and round(groups["group_physics"].core_hours * 3600) == 72

@@ -749,6 +749,7 @@ def test_a_short_blip_keeps_the_session_and_a_lost_node_ends_it(spawner, tmp_pat
     assert spawner.status_cache.lost == {"wn2": 1040.0}, "new sessions avoid the node"
     (stop,) = [json.loads(line) for line in (tmp_path / "sessions.jsonl").read_text().splitlines()]
     assert (stop["event"], stop["reason"], stop["host"]) == ("stop", "node-lost", "wn2")
+    assert stop["last_seen"] == 1040.0, "when its lab last answered, for the accounting"
 
 
 def test_a_lab_that_died_ends_the_session_at_once(spawner):
