@@ -59,8 +59,6 @@ SOCKET_NAME = os.path.join(".condorlab", "lab.sock")
 # The lab's HTCondor token, in the sandbox: <sandbox>/<TOKEN_DIR>/<TOKEN_NAME> (0700, 0600).
 TOKEN_DIR = os.path.join(".condorlab", "tokens.d")
 TOKEN_NAME = "session"  # noqa: S105 - a file name, not a secret
-# The access point's schedd, as the hub names it in the session's environment.
-SCHEDD_VARIABLE = "CONDORLAB_SCHEDD"
 # Jupyter Server's default port: the only one it accepts along with a socket.
 JUPYTER_DEFAULT_PORT = 8888
 # A Unix socket's path is at most 107 bytes (sun_path).
@@ -273,23 +271,20 @@ class TokenKeeper:
             handle.write(value + "\n")
         os.replace(temporary, os.path.join(self.directory, TOKEN_NAME))
 
-    def environment(self, schedd: str) -> dict:
-        """What the lab's HTCondor tools and bindings need: this token only, against the access point."""
-        env = {
-            "_CONDOR_SEC_TOKEN_DIRECTORY": self.directory,
-            "_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS": "IDTOKENS",
-        }
-        if schedd:
-            env["_CONDOR_SCHEDD_HOST"] = schedd
-        return env
+    def environment(self) -> dict:
+        """What the lab's HTCondor tools and bindings need to use this token, and nothing else (the hub
+        names the access point's schedd in the session's environment)."""
+        return {"_CONDOR_SEC_TOKEN_DIRECTORY": self.directory, "_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS": "IDTOKENS"}
 
     def keep(self) -> None:
-        """Renew the token every third of its lifetime (sooner after a failure) until the hub gives none."""
-        while not self.stopped.wait(max(self.RETRY, self.lifetime // 3)):
-            while (done := self.fetch()) is False and not self.stopped.wait(self.RETRY):
-                pass
+        """Fetch the token at once, then renew it every third of its lifetime (every RETRY seconds after a
+        failure) until the hub gives none: the site gives labs none, or the session is over."""
+        wait = 0.0
+        while not self.stopped.wait(wait):
+            done = self.fetch()
             if done is None:
                 return
+            wait = max(self.RETRY, self.lifetime // 3) if done else self.RETRY
 
     def start(self) -> None:
         threading.Thread(target=self.keep, name="token", daemon=True).start()
@@ -345,10 +340,10 @@ def main(argv: list[str] | None = None, settings_file: str = SETTINGS_FILE) -> N
     with open(session_file) as handle:
         env, work_dir = lab_environment(json.load(handle), sandbox)
     command = [*settings.lab_command, f"--ServerApp.root_dir={work_dir}"]
+    # The token comes while the lab starts (a start does not wait for it).
     tokens = TokenKeeper(env["JUPYTERHUB_API_URL"], env["JUPYTERHUB_API_TOKEN"], tls_context(env), sandbox)
-    if tokens.fetch():
-        env.update(tokens.environment(env.get(SCHEDD_VARIABLE, "")))
-        tokens.start()
+    env.update(tokens.environment())
+    tokens.start()
     process, path = start_lab_on_socket(command, env, work_dir, own_certificate(env), settings, sandbox)
     forward_signals(process)
     write_summary(summary_file, socket=path, work_dir=work_dir, started=time.time())
