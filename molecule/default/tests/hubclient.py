@@ -4,17 +4,21 @@ Usage: python3 - COMMAND USER PASSWORD [ARGS] < hubclient.py
 Prints one JSON document with what it saw. Standard library only.
 """
 
+import base64
 import html.parser
 import http.cookiejar
 import json
 import os
 import re
+import socket
 import ssl
+import struct
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 
 HUB = os.environ.get("CONDORLAB_HUB", "https://hub.localhost:8443")
 # Each user's lab is on an origin of its own under the labs' domain, a site
@@ -255,6 +259,61 @@ class Client:
             "last_request": last_request,
         }
 
+    def run(self, code: str, timeout: float = 120) -> dict:
+        """Run code in a new kernel of the user's own lab, as the notebook page does (the kernels API and
+        the kernel's websocket, through the proxy, by the user's API token): its output and status."""
+        if not self.open_lab(self.user):
+            raise SystemExit(f"the hub did not say where {self.user}'s server is")
+        headers = {"Authorization": f"token {self.token('lab kernel')}"}
+        status, _, text = self.request("POST", f"/user/{self.user}/api/kernels", body={}, headers=headers)
+        if status != 201:
+            raise SystemExit(f"kernel start: {status} {text[:300]}")
+        kernel = json.loads(text)["id"]
+        try:
+            url = urllib.parse.urlsplit(url_of(f"/user/{self.user}/api/kernels/{kernel}/channels", self.origins))
+            ws = WebSocket(url, headers, self.context)
+            msg_id = uuid.uuid4().hex
+            ws.send(
+                json.dumps(
+                    {
+                        "header": {
+                            "msg_id": msg_id,
+                            "username": self.user,
+                            "session": uuid.uuid4().hex,
+                            "msg_type": "execute_request",
+                            "version": "5.3",
+                            "date": "",
+                        },
+                        "parent_header": {},
+                        "metadata": {},
+                        "channel": "shell",
+                        "content": {
+                            "code": code,
+                            "silent": False,
+                            "store_history": False,
+                            "user_expressions": {},
+                            "allow_stdin": False,
+                            "stop_on_error": True,
+                        },
+                    }
+                )
+            )
+            out, error, deadline = [], "", time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                message = json.loads(ws.receive(deadline - time.monotonic()))
+                if message.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind, content = message["msg_type"], message["content"]
+                if kind == "stream":
+                    out.append(content["text"])
+                elif kind == "error":
+                    error = f"{content['ename']}: {content['evalue']}"
+                elif kind == "execute_reply":
+                    return {"status": content["status"], "stdout": "".join(out), "error": error}
+            return {"status": "timeout", "stdout": "".join(out), "error": error}
+        finally:
+            self.request("DELETE", f"/user/{self.user}/api/kernels/{kernel}", headers=headers)
+
     def stop(self) -> dict:
         t0 = time.monotonic()
         status, _, text = self.request("DELETE", f"/hub/api/users/{self.user}/server")
@@ -265,6 +324,79 @@ class Client:
                 return {"stop_status": status, "stopped_after": time.monotonic() - t0}
             time.sleep(0.5)
         return {"stop_status": status, "timeout": True}
+
+
+class WebSocket:
+    """A minimal websocket client (RFC 6455: text frames, masked, ping answered) over TLS."""
+
+    def __init__(self, url, headers: dict, context: ssl.SSLContext):
+        raw = socket.create_connection((url.hostname, url.port or 443), timeout=30)
+        self.sock = context.wrap_socket(raw, server_hostname=url.hostname)
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [
+            f"GET {url.path}?{url.query} HTTP/1.1",
+            f"Host: {url.netloc}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise SystemExit("websocket: closed during the handshake")
+            answer += chunk
+        head, self.buffer = answer.split(b"\r\n\r\n", 1)
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise SystemExit(f"websocket: {head.decode(errors='replace')[:200]}")
+
+    def _read(self, count: int) -> bytes:
+        while len(self.buffer) < count:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise SystemExit("websocket: closed")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:count], self.buffer[count:]
+        return data
+
+    def _frame(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)
+        size = len(payload)
+        head = bytes([0x80 | opcode])
+        if size < 126:
+            head += bytes([0x80 | size])
+        elif size < 65536:
+            head += bytes([0x80 | 126]) + struct.pack("!H", size)
+        else:
+            head += bytes([0x80 | 127]) + struct.pack("!Q", size)
+        self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def send(self, text: str) -> None:
+        self._frame(0x1, text.encode())
+
+    def receive(self, timeout: float) -> str:
+        self.sock.settimeout(max(0.1, timeout))
+        parts = []
+        while True:
+            first, second = self._read(2)
+            size = second & 0x7F
+            if size == 126:
+                size = struct.unpack("!H", self._read(2))[0]
+            elif size == 127:
+                size = struct.unpack("!Q", self._read(8))[0]
+            payload = self._read(size)
+            opcode = first & 0x0F
+            if opcode == 0x9:
+                self._frame(0xA, payload)
+            elif opcode == 0x8:
+                raise SystemExit("websocket: closed by the lab")
+            elif opcode in (0x0, 0x1):
+                parts.append(payload)
+                if first & 0x80:
+                    return b"".join(parts).decode()
 
 
 def main() -> None:
@@ -301,6 +433,9 @@ def main() -> None:
     elif command == "token":
         # A new API token of the user's, for requests a browser would not make.
         out["token"] = client.token(args[0] if args else "condorlab tests")
+    elif command == "run":
+        # Run code in a kernel of the user's own lab: run USER PASSWORD CODE [TIMEOUT]
+        out.update(client.run(args[0], float(args[1]) if len(args) > 1 else 120))
     elif command == "watch":
         out.update(client.watch(float(args[0]), args[1], args[2] if len(args) > 2 else "", *map(float, args[3:4])))
     print(json.dumps(out))
