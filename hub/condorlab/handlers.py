@@ -59,8 +59,9 @@ def own_server(handler: APIHandler, refusal: str):
 
 class TokenHandler(APIHandler):
     """POST, with a running lab's own API token: a fresh HTCondor token of its user's, for its tools
-    (LabHooks.pool_token): {"token": ..., "lifetime": seconds}. The lab asks again before it expires;
-    once the session has ended its API token is gone and so is the renewal."""
+    (LabHooks.pool_token): {"token": ..., "lifetime": seconds, "schedd": the schedd's address file}.
+    The lab asks again before it expires; once the session has ended its API token is gone and so is
+    the renewal."""
 
     @web.authenticated
     async def post(self):

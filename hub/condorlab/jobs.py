@@ -181,16 +181,18 @@ def _default_query() -> list[dict[str, Any]]:
     return [{k: plain(ad, k) for k in PROJECTION} for ad in ads]
 
 
-def local_schedd_name() -> str:
-    """This access point's schedd as the pool names it: SCHEDD_NAME (completed with the host's name as
-    HTCondor does), else the host's full name."""
-    import htcondor
+def schedd_address() -> str:
+    """This access point's schedd's address file as the schedd wrote it (its address, HTCondor's version
+    and platform): a lab's tools use it as their own local schedd's, so that they reach this schedd
+    whatever the names are on their node. Empty if there is none."""
+    try:
+        import htcondor
 
-    host = htcondor.param.get("FULL_HOSTNAME", "")
-    name = htcondor.param.get("SCHEDD_NAME", "")
-    if not name:
-        return host
-    return name if "@" in name or not host else f"{name}@{host}"
+        with open(htcondor.param.get("SCHEDD_ADDRESS_FILE", "")) as handle:
+            text = handle.read(4096)
+    except (ImportError, OSError):
+        return ""
+    return text if text.startswith("<") else ""
 
 
 def _default_reschedule() -> None:

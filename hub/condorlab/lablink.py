@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from jupyterhub.utils import make_ssl_context
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from . import contract, identity, messages, tunnel
+from . import contract, identity, jobs, messages, tunnel
 from .policy import LabWatch
 
 # The least time between two pool tokens of one lab (LabHooks.pool_token): a lab
@@ -233,7 +233,8 @@ class LabHooks:
         return None
 
     async def pool_token(self) -> tuple[dict | int, str]:
-        """({"token", "lifetime"}, "") for this server's lab, or (HTTP status, why not) (handlers.TokenHandler).
+        """({"token", "lifetime", "schedd"}, "") for this server's lab, or (HTTP status, why not)
+        (handlers.TokenHandler); schedd is this access point's schedd address file (jobs.schedd_address).
 
         A fresh HTCondor token of the user's own (the job helper, as the user), while the server has its
         session job; at most one fetch per TOKEN_FETCH_INTERVAL seconds. Never logged.
@@ -248,7 +249,7 @@ class LabHooks:
         self.token_fetched = now
         try:
             reply = await self.helper.token(self.lab_token_lifetime)
-            answer = {"token": reply["token"], "lifetime": int(reply["lifetime"])}
+            answer = {"token": reply["token"], "lifetime": int(reply["lifetime"]), "schedd": jobs.schedd_address()}
         except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
             self.log.warning("Could not fetch the pool token of %s: %s", self._log_name, exc)
             return 503, "the access point could not issue a token now; ask again"

@@ -50,9 +50,6 @@ class SpawnerSettings(CondorSpawner):
     ).tag(config=True)
     user_groups = List(Dict(), help="The user groups, given here instead of user_groups_file (tests).").tag(config=True)
     accounting_records = Unicode(SESSION_RECORDS, help="Where session starts and stops are recorded.").tag(config=True)
-    schedd_name = Unicode(
-        "", help="The access point's schedd for the lab's HTCondor tools; empty: as this host's HTCondor names it."
-    ).tag(config=True)
     lab_token_lifetime = Integer(
         300, help="Seconds a lab's HTCondor token is valid (renewed by the lab while it runs); 0: labs get none."
     ).tag(config=True)

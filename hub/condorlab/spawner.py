@@ -25,7 +25,7 @@ from traitlets import Any, Dict, Unicode, default
 from . import contract, identity, messages, metrics, options, policy
 from .accounting import record_session
 from .helperclient import HelperClient
-from .jobs import JobInfo, State, local_schedd_name, shared_cache, wait_gone
+from .jobs import JobInfo, State, shared_cache, wait_gone
 from .jobstate import JobStateHooks
 from .lablink import LabHooks, LabLink, TunnelTransport
 from .messages import StartFailed
@@ -141,14 +141,6 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
         self.last_end = messages.ended(reason, message)
 
     # ---- the job ----------------------------------------------------------------
-
-    def get_env(self) -> dict:
-        """JupyterHub's environment for the lab; with pool tokens, HTCondor's tools there use this access
-        point's schedd (the lab's wrapper adds the token's directory and method)."""
-        env = super().get_env()
-        if self.lab_token_lifetime:
-            env["_CONDOR_SCHEDD_HOST"] = self.schedd_name or local_schedd_name()
-        return env
 
     async def submit_batch_script(self) -> str:
         key = self.server_key  # refuses a server name outside the contract

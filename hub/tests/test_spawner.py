@@ -976,10 +976,12 @@ def test_a_lab_gets_a_pool_token_of_its_user_s_from_the_helper_while_its_job_is_
 
     clock = [1000.0]
     monkeypatch.setattr(lablink.time, "monotonic", lambda: clock[0])
+    address = "<10.0.0.8:9618?addrs=10.0.0.8-9618&alias=hub&sock=schedd_1_2>\n$CondorVersion: 23.9.6 $\n"
+    monkeypatch.setattr(lablink.jobs, "schedd_address", lambda: address)
     assert run(spawner.pool_token()) == (409, "this server has no session job")
     spawner.job_id = "12"
     answer, error = run(spawner.pool_token())
-    assert error == "" and answer == {"token": "eyJ.token1.sig", "lifetime": 300}
+    assert error == "" and answer == {"token": "eyJ.token1.sig", "lifetime": 300, "schedd": address}
     assert spawner.helper.commands == [("token", "300")], "fetched as the user, by the job helper"
     clock[0] += 5
     assert run(spawner.pool_token())[0] == 429, "not in a loop"

@@ -56,8 +56,10 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUI
 
 # The lab's socket, in the sandbox (0700, the user's): <sandbox>/<SOCKET_NAME>.
 SOCKET_NAME = os.path.join(".condorlab", "lab.sock")
-# The lab's HTCondor token, in the sandbox: <sandbox>/<TOKEN_DIR>/<TOKEN_NAME> (0700, 0600).
+# The lab's HTCondor token, in the sandbox: <sandbox>/<TOKEN_DIR>/<TOKEN_NAME> (0700, 0600),
+# and the access point's schedd address file beside it (its tools' local schedd).
 TOKEN_DIR = os.path.join(".condorlab", "tokens.d")
+SCHEDD_ADDRESS = os.path.join(".condorlab", "schedd.address")
 TOKEN_NAME = "session"  # noqa: S105 - a file name, not a secret
 # Jupyter Server's default port: the only one it accepts along with a socket.
 JUPYTER_DEFAULT_PORT = 8888
@@ -233,6 +235,7 @@ class TokenKeeper:
         self.headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
         self.context = context
         self.directory = os.path.join(sandbox, TOKEN_DIR)
+        self.schedd_file = os.path.join(sandbox, SCHEDD_ADDRESS)
         self.lifetime = 0
         self.stopped = threading.Event()
 
@@ -243,8 +246,8 @@ class TokenKeeper:
         try:
             with urllib.request.urlopen(request, timeout=30, context=self.context) as answer:  # noqa: S310
                 body = json.load(answer)
-            value, lifetime = body["token"], int(body["lifetime"])
-            if not isinstance(value, str) or "\n" in value or lifetime <= 0:
+            value, lifetime, schedd = body["token"], int(body["lifetime"]), body.get("schedd") or ""
+            if not isinstance(value, str) or "\n" in value or lifetime <= 0 or not isinstance(schedd, str):
                 raise ValueError("not a token")
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403, 404, 409):
@@ -255,26 +258,33 @@ class TokenKeeper:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log(f"HTCondor token: {exc.__class__.__name__}")  # never the answer: it may hold the token
             return False
-        self.store(value)
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        self.store(os.path.join(self.directory, TOKEN_NAME), value + "\n")
+        if schedd.startswith("<"):  # the schedd's address changes when it restarts: kept current here
+            self.store(self.schedd_file, schedd)
         self.lifetime = lifetime
         return True
 
-    def store(self, value: str) -> None:
-        """Replace the token file at once: HTCondor's tools never read half a token."""
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        os.chmod(self.directory, 0o700)
-        temporary = os.path.join(self.directory, f".{TOKEN_NAME}.new")
+    @staticmethod
+    def store(path: str, text: str) -> None:
+        """Replace a file at once (0600): HTCondor's tools never read half of it."""
+        temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.new")
         if os.path.lexists(temporary):
             os.unlink(temporary)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(value + "\n")
-        os.replace(temporary, os.path.join(self.directory, TOKEN_NAME))
+            handle.write(text)
+        os.replace(temporary, path)
 
     def environment(self) -> dict:
-        """What the lab's HTCondor tools and bindings need to use this token, and nothing else (the hub
-        names the access point's schedd in the session's environment)."""
-        return {"_CONDOR_SEC_TOKEN_DIRECTORY": self.directory, "_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS": "IDTOKENS"}
+        """What the lab's HTCondor tools and bindings need: this token only, and the access point's schedd
+        as their local one (by its address: no name lookup, whatever the names are on this node)."""
+        return {
+            "_CONDOR_SEC_TOKEN_DIRECTORY": self.directory,
+            "_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS": "IDTOKENS",
+            "_CONDOR_SCHEDD_ADDRESS_FILE": self.schedd_file,
+        }
 
     def keep(self) -> None:
         """Fetch the token at once, then renew it every third of its lifetime (every RETRY seconds after a

@@ -110,7 +110,9 @@ class Hub:
                 if self.path.endswith("/condorlab/token"):
                     hub.token_asks.append(self.headers["Authorization"])
                     given = hub.token_status if hub.tokens else 403
-                    answer = json.dumps({"token": hub.tokens.pop(0), "lifetime": 1}).encode() if given == 200 else b""
+                    schedd = "<10.0.0.8:9618?sock=schedd_1_2>\n$CondorVersion: 23.9.6 $\n"
+                    token = {"token": hub.tokens.pop(0), "lifetime": 1, "schedd": schedd} if given == 200 else None
+                    answer = json.dumps(token).encode() if token else b""
                     self.send_response(given)
                     self.send_header("Content-Length", str(len(answer)))
                     self.end_headers()
@@ -333,7 +335,9 @@ def test_the_lab_s_token_is_kept_private_renewed_and_dropped_when_the_hub_says_t
         assert keeper.environment() == {
             "_CONDOR_SEC_TOKEN_DIRECTORY": str(stored.parent),
             "_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS": "IDTOKENS",
+            "_CONDOR_SCHEDD_ADDRESS_FILE": str(tmp_path / ".condorlab" / "schedd.address"),
         }
+        assert (tmp_path / ".condorlab" / "schedd.address").read_text().startswith("<10.0.0.8:9618")
         keeper.RETRY = 0.05
         keeper.keep()  # fetches and renews, then the hub has no more (403: the session is over): it stops
         assert stored.read_text() == "eyJb.two.sig\n"
