@@ -31,6 +31,7 @@ for i in $(seq $((sessions - ${#users[@]}))); do users+=("$(printf 'bench%02d' "
 field() { python3 -c "import json,sys; print(json.load(sys.stdin).get('$1', 'none'))"; }
 
 podman cp "$here/bench_lab.py" "$(name hub):/tmp/bench_lab.py"
+podman cp "$top/molecule/default/tests/hubclient.py" "$(name hub):/tmp/hubclient.py"  # bench_lab imports it
 
 # The settings of the cost runs: the inventory's directory users plus the bench
 # users (group physics), and a share that holds every session.

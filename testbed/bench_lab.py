@@ -8,7 +8,8 @@ token of USER's. Prints one JSON object: the round trips of a trivial cell
 (execute_request "1" to its execute_reply over the kernel's websocket, ROUNDS
 of them after 5 to warm up, in ms: median, p95, min, max) and the download of a
 100 MiB file the kernel writes in the lab's directory (MB/s). The hub venv's
-tornado is the client. Asserts nothing.
+tornado is the client; the kernel's message is hubclient.py's (copied beside
+this file). Asserts nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 import uuid
 from urllib.parse import urlsplit
 
+from hubclient import execute_request  # molecule/default/tests/hubclient.py, copied beside this file
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -59,35 +61,8 @@ class Lab:
         return await AsyncHTTPClient(max_body_size=2 * SIZE).fetch(request)
 
 
-def message(session: str, code: str) -> str:
-    msg_id = uuid.uuid4().hex
-    return json.dumps(
-        {
-            "header": {
-                "msg_id": msg_id,
-                "username": "bench",
-                "session": session,
-                "msg_type": "execute_request",
-                "version": "5.3",
-                "date": "",
-            },
-            "parent_header": {},
-            "metadata": {},
-            "channel": "shell",
-            "content": {
-                "code": code,
-                "silent": False,
-                "store_history": False,
-                "user_expressions": {},
-                "allow_stdin": False,
-                "stop_on_error": True,
-            },
-        }
-    ), msg_id
-
-
 async def execute(ws, session: str, code: str) -> float:
-    text, msg_id = message(session, code)
+    text, msg_id = execute_request(code, "bench", session)
     began = time.perf_counter()
     await ws.write_message(text)
     while True:

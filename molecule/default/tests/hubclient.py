@@ -272,32 +272,8 @@ class Client:
         try:
             url = urllib.parse.urlsplit(url_of(f"/user/{self.user}/api/kernels/{kernel}/channels", self.origins))
             ws = WebSocket(url, headers, self.context)
-            msg_id = uuid.uuid4().hex
-            ws.send(
-                json.dumps(
-                    {
-                        "header": {
-                            "msg_id": msg_id,
-                            "username": self.user,
-                            "session": uuid.uuid4().hex,
-                            "msg_type": "execute_request",
-                            "version": "5.3",
-                            "date": "",
-                        },
-                        "parent_header": {},
-                        "metadata": {},
-                        "channel": "shell",
-                        "content": {
-                            "code": code,
-                            "silent": False,
-                            "store_history": False,
-                            "user_expressions": {},
-                            "allow_stdin": False,
-                            "stop_on_error": True,
-                        },
-                    }
-                )
-            )
+            request, msg_id = execute_request(code, self.user, uuid.uuid4().hex)
+            ws.send(request)
             out, error, deadline = [], "", time.monotonic() + timeout
             while time.monotonic() < deadline:
                 message = json.loads(ws.receive(deadline - time.monotonic()))
@@ -324,6 +300,30 @@ class Client:
                 return {"stop_status": status, "stopped_after": time.monotonic() - t0}
             time.sleep(0.5)
         return {"stop_status": status, "timeout": True}
+
+
+def execute_request(code: str, username: str, session: str) -> tuple[str, str]:
+    """A kernel's execute_request for code (the Jupyter messaging protocol, on the shell channel of the
+    kernel's websocket), as JSON, and its msg_id, which the kernel's replies carry as their parent's."""
+    msg_id = uuid.uuid4().hex
+    header = {
+        "msg_id": msg_id,
+        "username": username,
+        "session": session,
+        "msg_type": "execute_request",
+        "version": "5.3",
+        "date": "",
+    }
+    content = {
+        "code": code,
+        "silent": False,
+        "store_history": False,
+        "user_expressions": {},
+        "allow_stdin": False,
+        "stop_on_error": True,
+    }
+    message = {"header": header, "parent_header": {}, "metadata": {}, "channel": "shell", "content": content}
+    return json.dumps(message), msg_id
 
 
 class WebSocket:
@@ -441,4 +441,5 @@ def main() -> None:
     print(json.dumps(out))
 
 
-main()
+if __name__ == "__main__":
+    main()
