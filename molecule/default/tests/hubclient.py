@@ -274,8 +274,10 @@ class Client:
             ws = WebSocket(url, headers, self.context)
             request, msg_id = execute_request(code, self.user, uuid.uuid4().hex)
             ws.send(request)
-            out, error, deadline = [], "", time.monotonic() + timeout
-            while time.monotonic() < deadline:
+            # The reply comes on the shell channel, the output on IOPub, in no fixed order: the
+            # output is complete once IOPub says the kernel is idle again after this request.
+            out, error, status, idle, deadline = [], "", "", False, time.monotonic() + timeout
+            while time.monotonic() < deadline and not (status and idle):
                 message = json.loads(ws.receive(deadline - time.monotonic()))
                 if message.get("parent_header", {}).get("msg_id") != msg_id:
                     continue
@@ -285,8 +287,10 @@ class Client:
                 elif kind == "error":
                     error = f"{content['ename']}: {content['evalue']}"
                 elif kind == "execute_reply":
-                    return {"status": content["status"], "stdout": "".join(out), "error": error}
-            return {"status": "timeout", "stdout": "".join(out), "error": error}
+                    status = content["status"]
+                elif kind == "status":
+                    idle = content.get("execution_state") == "idle"
+            return {"status": status if idle else "timeout", "stdout": "".join(out), "error": error}
         finally:
             self.request("DELETE", f"/user/{self.user}/api/kernels/{kernel}", headers=headers)
 
