@@ -201,6 +201,7 @@ class CondorlabSpawner(JobStateHooks, LabHooks, SpawnerSettings):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(1, int(self.start_timeout) - 15)
         self.ip, self.port, self.last_end, self.lab_socket = "0.0.0.0", 0, {}, ""  # noqa: S104 - until known
+        self.token_fetched = 0.0  # a new lab's first token is not held back by the last session's
         if self.server:
             self.server.port = 0
         await self.submit_batch_script()

@@ -991,6 +991,20 @@ def test_a_lab_gets_a_pool_token_of_its_user_s_from_the_helper_while_its_job_is_
     assert run(spawner.pool_token())[0] == 404, "a site may give labs none"
 
 
+def test_a_new_session_s_first_token_is_not_held_back_by_the_last_session_s(spawner, monkeypatch):
+    from condorlab import lablink
+
+    monkeypatch.setattr(lablink.jobs, "schedd_address", lambda: "<10.0.0.8:9618>\n")
+    spawner.job_id = "12"
+    assert run(spawner.pool_token())[0]["token"]
+    spawner.job_id = ""
+    spawner.status_cache = FakeCache(JobInfo(State.HELD, hold_reason="over memory"))
+    with pytest.raises(RuntimeError):
+        run(spawner.start())  # a new start (that fails here, once its job is submitted)
+    spawner.job_id = "13"
+    assert "token" in run(spawner.pool_token())[0], "at once, not 10 s after the last session's token"
+
+
 def test_a_pool_token_the_helper_cannot_fetch_is_refused_without_its_reason(spawner):
     spawner.job_id = "12"
 
