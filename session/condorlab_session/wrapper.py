@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -65,6 +66,8 @@ TOKEN_NAME = "session"  # noqa: S105 - a file name, not a secret
 JUPYTER_DEFAULT_PORT = 8888
 # A Unix socket's path is at most 107 bytes (sun_path).
 SOCKET_PATH_MAX = 107
+# In the lab's work directory: the example notebooks already given to this user (ship_examples).
+EXAMPLES_SHIPPED = ".condorlab-examples"
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class Settings:
     report_patience: float = 300  # how long to keep trying to report the socket (the hub may be restarting)
     boot_patience: float = 120  # how long the lab may take to listen
     lab_command: tuple[str, ...] = field(default=(os.path.join(sys.prefix, "bin", "jupyterhub-singleuser"),))
+    examples_dir: str = ""  # notebooks every new lab gets once (ship_examples); none if empty
 
     @classmethod
     def load(cls, path: str = SETTINGS_FILE) -> Settings:
@@ -327,6 +331,35 @@ def lab_environment(session: dict, sandbox: str) -> tuple[dict, str]:
     return env, work_dir
 
 
+def ship_examples(examples_dir: str, work_dir: str) -> list[str]:
+    """Copy the site's example notebooks into the lab's work directory, each once: one the user has
+    deleted or changed is left alone (EXAMPLES_SHIPPED in the work directory lists those shipped).
+    Returns the names copied; a failure is logged, never fatal."""
+    if not examples_dir:
+        return []
+    record = os.path.join(work_dir, EXAMPLES_SHIPPED)
+    copied = []
+    try:
+        names = sorted(n for n in os.listdir(examples_dir) if os.path.isfile(os.path.join(examples_dir, n)))
+        try:
+            with open(record) as handle:
+                shipped = set(handle.read().split())
+        except FileNotFoundError:
+            shipped = set()
+        for name in names:
+            target = os.path.join(work_dir, name)
+            if name in shipped or os.path.lexists(target):
+                continue
+            shutil.copyfile(os.path.join(examples_dir, name), target)
+            copied.append(name)
+        if copied:
+            with open(record, "a") as handle:
+                handle.write("".join(f"{name}\n" for name in copied))
+    except OSError as exc:
+        log(f"could not copy the example notebooks from {examples_dir}: {exc}")
+    return copied
+
+
 def forward_signals(process: subprocess.Popen) -> None:
     """HTCondor's vacate and remove signals reach this process: pass them on to the lab."""
     for signum in FORWARDED_SIGNALS:
@@ -349,6 +382,7 @@ def main(argv: list[str] | None = None, settings_file: str = SETTINGS_FILE) -> N
     settings = Settings.load(settings_file)
     with open(session_file) as handle:
         env, work_dir = lab_environment(json.load(handle), sandbox)
+    ship_examples(settings.examples_dir, work_dir)
     command = [*settings.lab_command, f"--ServerApp.root_dir={work_dir}"]
     # The token comes while the lab starts (a start does not wait for it).
     tokens = TokenKeeper(env["JUPYTERHUB_API_URL"], env["JUPYTERHUB_API_TOKEN"], tls_context(env), sandbox)

@@ -361,3 +361,20 @@ def test_a_lab_the_hub_gives_no_token_starts_without_one(tmp_path, hub):
     finally:
         job.kill()
         job.wait(20)
+
+
+def test_example_notebooks_come_into_a_new_lab_once_and_a_user_s_own_are_left_alone(tmp_path):
+    examples, work = tmp_path / "examples", tmp_path / "work"
+    examples.mkdir()
+    work.mkdir()
+    (examples / "your-batch-jobs.ipynb").write_text("site's notebook")
+    (examples / "other.ipynb").write_text("another")
+    (work / "other.ipynb").write_text("the user's own file of that name")
+    assert wrapper.ship_examples(str(examples), str(work)) == ["your-batch-jobs.ipynb"]
+    assert (work / "your-batch-jobs.ipynb").read_text() == "site's notebook"
+    assert (work / "other.ipynb").read_text() == "the user's own file of that name"
+    (work / "your-batch-jobs.ipynb").unlink()  # deleted by its user: it does not come back
+    assert wrapper.ship_examples(str(examples), str(work)) == []
+    assert not (work / "your-batch-jobs.ipynb").exists()
+    assert wrapper.ship_examples("", str(work)) == [], "a site may ship none"
+    assert wrapper.ship_examples(str(tmp_path / "missing"), str(work)) == [], "a missing directory is no failure"
