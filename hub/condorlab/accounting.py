@@ -4,7 +4,11 @@ HTCondor's history is the source of truth for usage: a session is an ordinary
 job, so its wall time, CPU time and accounting group are there. The hub adds a
 record per session start and stop (who, which group and profile, which job,
 where, what was asked for), one JSON object per line, for questions the
-history cannot answer alone (which profile, when the lab was ready).
+history cannot answer alone (which profile, when the lab was ready), and the
+id of each pool token it gives a lab (a "token" record): HTCondor writes the id
+of the token a job was submitted with into the job (AuthTokenId), so the
+report counts the batch jobs submitted from labs too, under the group the
+access point gave them.
 
 `condorlab-accounting` (report.py) reports usage per group and per user for a period, from
 the history through the htcondor bindings, as a table or as CSV. It counts only
@@ -19,6 +23,8 @@ time for such a job also holds the time its shadow waited for the dead node.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import io
 import json
@@ -84,6 +90,13 @@ class Usage:
     cpu_hours: float = 0.0
     core_hours: float = 0.0
     users: set = field(default_factory=set)
+    lab_jobs: int = 0  # batch jobs submitted from labs (with a lab's pool token)
+    lab_core_hours: float = 0.0
+
+    def add_lab_job(self, ad: dict) -> None:
+        self.lab_jobs += 1
+        self.lab_core_hours += float(ad.get("RemoteWallClockTime") or 0) * int(ad.get("RequestCpus") or 1) / 3600
+        self.users.add(ad.get("Owner", "?"))
 
     def add(self, ad: dict) -> None:
         wall = float(ad.get("RemoteWallClockTime") or 0)
@@ -129,6 +142,46 @@ def observed_wall(record: dict) -> float | None:
     return max(0.0, last_seen - began)
 
 
+def token_id(token: str) -> str:
+    """The id (jti) of an HTCondor IDTOKEN, as the schedd writes it into a job's AuthTokenId; '' if none.
+    The token's signature is not checked: the hub only notes the id of a token it was just given."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, binascii.Error, AttributeError):
+        return ""
+    jti = claims.get("jti") if isinstance(claims, dict) else None
+    return jti if isinstance(jti, str) else ""
+
+
+def record_token(path: str, user: str, job: str, token: str, log=None) -> None:
+    """Note the id of a pool token given to a lab (never the token); a failure is logged, never fatal."""
+    identifier = token_id(token)
+    if not identifier:
+        return
+    try:
+        SessionRecorder(path).record("token", user=user, job=job, token_id=identifier)
+    except OSError as exc:
+        (log or logging.getLogger("condorlab.accounting")).warning("Could not record a token of %s: %s", user, exc)
+
+
+def recorded_tokens(path: str) -> dict[str, str]:
+    """The ids of the pool tokens the hub gave labs: token id -> its user."""
+    tokens = {}
+    try:
+        with open(path) as handle:
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict) and entry.get("event") == "token" and entry.get("token_id"):
+                    tokens[str(entry["token_id"])] = str(entry.get("user"))
+    except FileNotFoundError:
+        pass
+    return tokens
+
+
 def _number(value) -> float | None:
     try:
         number = float(value)
@@ -154,32 +207,56 @@ def checked_ads(ads: Iterable[dict], recorded: dict[tuple[str, int], dict], warn
         observed = observed_wall(record)
         if observed is not None:  # its node was lost: the time the hub saw it run
             ad = {**ad, "RemoteWallClockTime": observed}
-        wall = _number(ad.get("RemoteWallClockTime") or 0)
-        cpu = [_number(ad.get(name) or 0) for name in ("RemoteUserCpu", "RemoteSysCpu")]
-        life = (_number(ad.get("EnteredCurrentStatus")) or 0) - (_number(ad.get("QDate")) or 0)
-        if wall is None or None in cpu or wall < 0 or min(cpu) < 0 or (life > 0 and wall > life + 60):
-            warn(
-                f"job {cluster} of {owner} has impossible usage (wall {ad.get('RemoteWallClockTime')!r} s, "
-                f"CPU {ad.get('RemoteUserCpu')!r}/{ad.get('RemoteSysCpu')!r} s, {life:.0f} s in the queue); "
-                "not counted"
-            )
+        if impossible(ad, warn):
             continue
         kept.append({**ad, "RequestCpus": int(record.get("request_cpus") or 1)})
     return kept
+
+
+def impossible(ad: dict, warn) -> bool:
+    """Whether a job's usage cannot be (negative, or longer than its life in the queue); warns if so."""
+    wall = _number(ad.get("RemoteWallClockTime") or 0)
+    cpu = [_number(ad.get(name) or 0) for name in ("RemoteUserCpu", "RemoteSysCpu")]
+    life = (_number(ad.get("EnteredCurrentStatus")) or 0) - (_number(ad.get("QDate")) or 0)
+    if wall is None or None in cpu or wall < 0 or min(cpu) < 0 or (life > 0 and wall > life + 60):
+        warn(
+            f"job {ad.get('ClusterId')} of {ad.get('Owner')} has impossible usage (wall "
+            f"{ad.get('RemoteWallClockTime')!r} s, CPU {ad.get('RemoteUserCpu')!r}/{ad.get('RemoteSysCpu')!r} s, "
+            f"{life:.0f} s in the queue); not counted"
+        )
+        return True
+    return False
+
+
+def checked_lab_jobs(ads: Iterable[dict], tokens: dict[str, str], warn=None) -> list[dict]:
+    """The batch jobs submitted with a pool token the hub gave its owner's lab, with possible values.
+
+    A job submitted with a copy of someone else's lab token runs as that token's owner (whose token it is),
+    so it counts for them, as HTCondor accounts it."""
+    warn = warn or (lambda message: print(f"condorlab-accounting: warning: {message}", file=sys.stderr))
+    return [
+        ad for ad in ads if tokens.get(str(ad.get("AuthTokenId"))) == str(ad.get("Owner")) and not impossible(ad, warn)
+    ]
 
 
 def group_of(ad: dict) -> str:
     return str(ad.get("AcctGroup") or ad.get(ATTRS.group) or "<none>")
 
 
-def summarise(ads: Iterable[dict]) -> tuple[dict[str, Usage], dict[tuple[str, str], Usage]]:
-    """Usage per accounting group, and per (group, user)."""
+def summarise(
+    ads: Iterable[dict], lab_jobs: Iterable[dict] = ()
+) -> tuple[dict[str, Usage], dict[tuple[str, str], Usage]]:
+    """Usage per accounting group, and per (group, user): sessions, and batch jobs from labs."""
     groups: dict[str, Usage] = {}
     users: dict[tuple[str, str], Usage] = {}
     for ad in ads:
         group = group_of(ad)
         groups.setdefault(group, Usage()).add(ad)
         users.setdefault((group, str(ad.get("Owner", "?"))), Usage()).add(ad)
+    for ad in lab_jobs:
+        group = group_of(ad)
+        groups.setdefault(group, Usage()).add_lab_job(ad)
+        users.setdefault((group, str(ad.get("Owner", "?"))), Usage()).add_lab_job(ad)
     return groups, users
 
 
@@ -219,14 +296,24 @@ def history_constraint(since: float, until: float) -> str:
     return f"{ATTRS.session} =?= true && EnteredCurrentStatus >= {int(since)} && EnteredCurrentStatus < {int(until)}"
 
 
-def query_history(since: float, until: float, schedd=None) -> list[dict]:
-    """Finished session jobs of the period from the schedd's history (htcondor bindings)."""
+def lab_history_constraint(since: float, until: float) -> str:
+    return (
+        f"{ATTRS.session} =!= true && AuthTokenId =!= undefined && "
+        f"EnteredCurrentStatus >= {int(since)} && EnteredCurrentStatus < {int(until)}"
+    )
+
+
+def query_history(since: float, until: float, schedd=None, labs: bool = False) -> list[dict]:
+    """Finished session jobs of the period from the schedd's history (htcondor bindings); with labs,
+    the finished jobs submitted with a token that are no sessions (checked_lab_jobs picks the labs')."""
     if schedd is None:
         import htcondor
 
         schedd = htcondor.Schedd()
-    ads = schedd.history(constraint=history_constraint(since, until), projection=PROJECTION, match=-1)
-    return [{key: ad.get(key) for key in PROJECTION} for ad in ads]
+    projection = [*PROJECTION, "AuthTokenId"] if labs else PROJECTION
+    constraint = lab_history_constraint(since, until) if labs else history_constraint(since, until)
+    ads = schedd.history(constraint=constraint, projection=projection, match=-1)
+    return [{key: ad.get(key) for key in projection} for ad in ads]
 
 
 def rows(groups: dict[str, Usage], users: dict[tuple[str, str], Usage]) -> list[dict]:
@@ -250,10 +337,23 @@ def _row(level: str, group: str, user: str, usage: Usage) -> dict:
         "wall_hours": round(usage.wall_hours, 3),
         "cpu_hours": round(usage.cpu_hours, 3),
         "core_hours": round(usage.core_hours, 3),
+        "lab_jobs": usage.lab_jobs,
+        "lab_core_hours": round(usage.lab_core_hours, 3),
     }
 
 
-COLUMNS = ["level", "group", "user", "sessions", "users", "wall_hours", "cpu_hours", "core_hours"]
+COLUMNS = [
+    "level",
+    "group",
+    "user",
+    "sessions",
+    "users",
+    "wall_hours",
+    "cpu_hours",
+    "core_hours",
+    "lab_jobs",
+    "lab_core_hours",
+]
 # How the table and the HTML page head the columns.
 HEADINGS = {
     "level": "level",
@@ -264,6 +364,8 @@ HEADINGS = {
     "wall_hours": "wall h",
     "cpu_hours": "CPU h",
     "core_hours": "core h",
+    "lab_jobs": "jobs from labs",
+    "lab_core_hours": "their core h",
 }
 
 
@@ -282,21 +384,14 @@ def render_csv(report: list[dict]) -> str:
 
 def render_table(report: list[dict], since: float, until: float) -> str:
     start, end = period_bounds(since, until)
-    header = ["group / user", *(HEADINGS[c] for c in ("sessions", "wall_hours", "cpu_hours", "core_hours"))]
+    numbers = ("sessions", "wall_hours", "cpu_hours", "core_hours", "lab_jobs", "lab_core_hours")
+    header = ["group / user", *(HEADINGS[c] for c in numbers)]
     lines = []
     for row in report:
         name = row["group"] if row["level"] == "group" else f"  {row['user']}"
-        lines.append(
-            [
-                name,
-                str(row["sessions"]),
-                f"{row['wall_hours']:.2f}",
-                f"{row['cpu_hours']:.2f}",
-                f"{row['core_hours']:.2f}",
-            ]
-        )
-    widths = [max(len(header[i]), *(len(line[i]) for line in lines)) if lines else len(header[i]) for i in range(5)]
-    out = [f"condorlab sessions finished {start} - {end} UTC (from HTCondor's history)"]
+        lines.append([name, *(str(row[c]) if isinstance(row[c], int) else f"{row[c]:.2f}" for c in numbers)])
+    widths = [max(len(header[i]), *(len(line[i]) for line in lines)) if lines else len(header[i]) for i in range(7)]
+    out = [f"condorlab sessions, and batch jobs from labs, finished {start} - {end} UTC (from HTCondor's history)"]
     out.append("  ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(header)))
     for line in lines:
         out.append("  ".join(v.ljust(widths[0]) if i == 0 else v.rjust(widths[i]) for i, v in enumerate(line)))

@@ -25,6 +25,7 @@ from jupyterhub.utils import make_ssl_context
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from . import contract, identity, jobs, messages, tunnel
+from .accounting import record_token
 from .policy import LabWatch
 
 # The least time between two pool tokens of one lab (LabHooks.pool_token): a lab
@@ -188,7 +189,7 @@ class LabHooks:
     """JupyterHub's certificate hooks, the lab's report, its tunnel and the shutdown, for CondorlabSpawner (self.lab).
 
     Uses the spawner's session, job_id, port, lab_socket, reported, lab_token_lifetime, token_fetched, server,
-    user, helper and _abandon.
+    user, helper, accounting_records and _abandon.
     """
 
     def accept_report(self, path) -> str:
@@ -254,6 +255,8 @@ class LabHooks:
             self.log.warning("Could not fetch the pool token of %s: %s", self._log_name, exc)
             return 503, "the access point could not issue a token now; ask again"
         self.log.info("Pool token of %s renewed, valid %s s", self._log_name, answer["lifetime"])
+        # Its id (not the token): the accounting counts the batch jobs submitted with it.
+        record_token(self.accounting_records, self.user.name, self.job_id, answer["token"], self.log)
         return answer, ""
 
     async def close_tunnel(self) -> None:

@@ -22,10 +22,12 @@ from .accounting import (
     SESSION_RECORDS,
     Daily,
     checked_ads,
+    checked_lab_jobs,
     daily,
     period_bounds,
     query_history,
     recorded_sessions,
+    recorded_tokens,
     render_csv,
     render_table,
     rows,
@@ -107,7 +109,9 @@ svg {{ max-width: 100%; height: auto; }}
 <h1>{html.escape(title)}</h1>
 <p>Sessions that ended in the period, from HTCondor's history (jobs the hub recorded as sessions).
 Core hours are wall hours times the CPUs the session asked for; the plot splits a session's hours at
-midnight and shows only the hours within the period.</p>
+midnight and shows only the hours within the period. Jobs from labs are the batch jobs that ended in the
+period and were submitted from a lab (with a pool token the hub gave it), under the group the access
+point gave them; their core hours are their wall hours times the CPUs they asked for.</p>
 <table><thead><tr>{head}</tr></thead><tbody>
 {chr(10).join(body)}
 </tbody></table>
@@ -158,11 +162,12 @@ def main(argv: list[str] | None = None, schedd=None) -> int:
         parser.error("--until must be after --since")
     try:
         ads = query_history(args.since, args.until, schedd)
+        from_labs = query_history(args.since, args.until, schedd, labs=True)
     except Exception as exc:  # the schedd is down or refuses the query
         print(f"condorlab-accounting: cannot read HTCondor's history: {exc}", file=sys.stderr)
         return 1
     counted = checked_ads(ads, recorded_sessions(args.records))
-    report = rows(*summarise(counted))
+    report = rows(*summarise(counted, checked_lab_jobs(from_labs, recorded_tokens(args.records))))
     if args.format in ("html", "png", "svg"):
         usage = daily(counted, args.since, args.until)
         if args.format == "html":

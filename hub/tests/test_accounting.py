@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import csv
 import io
 import json
 
@@ -45,11 +47,12 @@ ADS = [
 class FakeSchedd:
     def __init__(self, ads):
         self.ads = ads
+        self.lab_ads = []
         self.calls = []
 
     def history(self, constraint, projection, match):
         self.calls.append((constraint, projection, match))
-        return self.ads
+        return self.lab_ads if "AuthTokenId" in constraint else self.ads
 
 
 def test_usage_per_group_and_user():
@@ -95,11 +98,11 @@ def test_csv_and_table_output(capsys, tmp_path):
         == 0
     )
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "level,group,user,sessions,users,wall_hours,cpu_hours,core_hours"
-    assert "group,group_astro,,1,1,2.0,1.0,2.0" in lines
+    assert lines[0] == "level,group,user,sessions,users,wall_hours,cpu_hours,core_hours,lab_jobs,lab_core_hours"
+    assert "group,group_astro,,1,1,2.0,1.0,2.0,0,0.0" in lines
     assert report.main(["--since", "1970-01-02", "--until", "1970-01-03", *records], FakeSchedd(ADS)) == 0
     table = capsys.readouterr().out
-    assert "condorlab sessions finished 1970-01-02 00:00 - 1970-01-03 00:00 UTC" in table
+    assert "condorlab sessions, and batch jobs from labs, finished 1970-01-02 00:00 - 1970-01-03 00:00 UTC" in table
     assert "group_physics" in table and "  alice" in table
 
 
@@ -153,9 +156,9 @@ def test_only_recorded_sessions_with_possible_values_are_counted(capsys, tmp_pat
     assert report.main(args, FakeSchedd([ADS[0], ADS[2], *forged])) == 0
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
-    assert "group,group_physics,,1,1,1.0,0.5,2.0" in lines
+    assert "group,group_physics,,1,1,1.0,0.5,2.0,0,0.0" in lines
     # carol's two sessions of 2 h each: core hours from the recorded 1 CPU, not the edited 64
-    assert "group,group_astro,,2,1,4.0,2.0,4.0" in lines
+    assert "group,group_astro,,2,1,4.0,2.0,4.0,0,0.0" in lines
     assert "job 7 of bob is marked as a session but the hub never recorded it" in captured.err
     assert "job 8 of alice has impossible usage (wall -360.0 s" in captured.err
     assert "job 9 of alice has impossible usage (wall 5000.0 s" in captured.err
@@ -222,3 +225,39 @@ def test_a_session_lost_with_its_node_counts_the_time_the_hub_saw_it_run(capsys,
     assert [ad["RemoteWallClockTime"] for ad in counted] == [36.0], "from its start to the last answer"
     groups, _ = accounting.summarise(counted)
     assert groups["group_physics"].sessions == 1 and round(groups["group_physics"].core_hours * 3600) == 72
+
+
+def pool_token(jti: str) -> str:
+    """An IDTOKEN's shape: header.claims.signature (base64url, unpadded)."""
+    claims = json.dumps({"iss": "condorlab.test", "jti": jti, "sub": "alice@condorlab.test"}).encode()
+    return "eyJhbGciOiJIUzI1NiJ9." + base64.urlsafe_b64encode(claims).decode().rstrip("=") + ".c2ln"
+
+
+def test_batch_jobs_submitted_from_labs_count_under_the_group_the_access_point_gave_them(capsys, tmp_path):
+    records = records_of(tmp_path, ADS)
+    accounting.record_token(records, "alice", "1", pool_token("a1b2"))
+    accounting.record_token(records, "carol", "3", pool_token("c3d4"))
+    accounting.record_token(records, "bob", "2", "not a token")  # nothing to note
+    assert "a1b2" in open(records).read() and pool_token("a1b2") not in open(records).read(), "the id, never the token"
+    lab_job = {**ADS[0], "ClusterId": 10, "RemoteUserCpu": 0.0, "EnteredCurrentStatus": DAY + 40, "QDate": DAY - 7200}
+    schedd = FakeSchedd(ADS)
+    schedd.lab_ads = [
+        {**lab_job, "AuthTokenId": "a1b2", "RemoteWallClockTime": 1800.0, "RequestCpus": 4},
+        {**lab_job, "ClusterId": 11, "AuthTokenId": "a1b2", "RemoteWallClockTime": 600.0, "RequestCpus": 1},
+        # A token of alice's lab used by nobody else's job counts; one on the AP, or carol's id on bob's job, not.
+        {**lab_job, "ClusterId": 12, "AuthTokenId": "ap-token", "RemoteWallClockTime": 600.0},
+        {**lab_job, "ClusterId": 13, "Owner": "bob", "AuthTokenId": "c3d4", "RemoteWallClockTime": 600.0},
+        {**lab_job, "ClusterId": 14, "AuthTokenId": "a1b2", "RemoteWallClockTime": -5.0},
+    ]
+    csv_args = ["--since", "1970-01-02", "--until", "1970-01-03", "--format", "csv", "--records", records]
+    assert report.main(csv_args, schedd) == 0
+    out = capsys.readouterr()
+    rows = {(r["level"], r["group"], r["user"]): r for r in csv.DictReader(io.StringIO(out.out))}
+    alice = rows[("user", "group_physics", "alice")]
+    assert (alice["sessions"], alice["lab_jobs"], alice["lab_core_hours"]) == ("1", "2", "2.167")
+    assert rows[("group", "group_physics", "")]["lab_jobs"] == "2"
+    assert rows[("user", "group_physics", "bob")]["lab_jobs"] == "0"
+    assert "job 14 of alice has impossible usage" in out.err
+    lab_query = next(c for c in schedd.calls if "AuthTokenId" in c[0])
+    assert lab_query[0].startswith("CondorlabSession =!= true && AuthTokenId =!= undefined")
+    assert "AuthTokenId" in lab_query[1]
