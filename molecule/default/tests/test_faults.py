@@ -239,7 +239,36 @@ def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, ex
         f"{node} back on a new address ({address} -> {moved_to}): the other hosts' firewalls followed after "
         f"{followed:.1f} s, its slots were in the pool after {back:.1f} s, a session job ran there {runs:.1f} s later"
     )
+    # The accounting counts the lost session for the time the hub saw its lab run, not HTCondor's wall
+    # time (which holds the shadow's wait for the dead node), and does not drop it as impossible.
+    cluster = job["ClusterId"]
+    assert wait_for(lambda: hub.check_output(f"condor_history {cluster} -limit 1 -af ClusterId"), 120, 3)
+    counted = json.loads(
+        hub.check_output(f"{HUB_PYTHON} - {killed_at - 3600} {time.time()} {cluster} <<'EOF'\n{COUNTED}\nEOF")
+    )
+    assert not [w for w in counted["warnings"] if f"job {cluster} " in w], counted
+    (ad,) = counted["kept"]
+    (start,) = [r for r in records(hub, "alice") if r["event"] == "start" and r["job"] == str(cluster)]
+    # Its lab answered last just before the kill (a health check every 3 s).
+    assert 0 < ad["RemoteWallClockTime"] <= killed_at - start["time"] + 5, (ad, start, counted["history_wall"])
+    report(
+        f"lost session {cluster}: counted {ad['RemoteWallClockTime']:.0f} s (the time the hub saw it run); "
+        f"HTCondor's wall time {counted['history_wall']} s"
+    )
 
+
+HUB_PYTHON = "/opt/condorlab/hub/bin/python3"
+# On the hub: what condorlab-accounting counts of one session job (argv: since, until, cluster).
+COUNTED = """
+import json, sys
+from condorlab import accounting
+since, until, cluster = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+ads = accounting.query_history(since, until)
+warnings = []
+kept = accounting.checked_ads(ads, accounting.recorded_sessions(accounting.SESSION_RECORDS), warnings.append)
+wall = [a.get("RemoteWallClockTime") for a in ads if a["ClusterId"] == cluster]
+print(json.dumps({"kept": [a for a in kept if a["ClusterId"] == cluster], "warnings": warnings, "history_wall": wall}))
+"""
 
 IN_USE = 90  # seconds judy's lab is used, half again the trial group's 60 s idle timeout
 
