@@ -26,7 +26,7 @@ STAMP := $(VENV)/.installed
 # How the demo hub logs users in: pam or oidc (make demo LOGIN=oidc).
 LOGIN ?= pam
 
-.PHONY: help deps venv host-packages root image demo status bench bench-busy bench-transport test lint unit molecule bed converge verify bed-down clean
+.PHONY: help deps venv host-packages root image demo status bench bench-busy bench-transport bench-lab-pool test lint unit molecule bed converge verify bed-down clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
@@ -79,6 +79,9 @@ bench-busy: root ## session starts on a 100%-busy farm, share on and off: median
 
 bench-transport: root ## the tunnel transport: kernel round trip, download, hub cost per session, busy starts (root, make demo first)
 	@testbed/bench-transport.sh
+
+bench-lab-pool: root ## the pool from the lab: condor_q, condor_submit -> running, the first token, idle and busy (root, make demo first)
+	@testbed/bench-lab-pool.sh
 
 lint: $(STAMP) ## yamllint, ansible-lint, ruff (no root, no podman)
 	yamllint --strict .

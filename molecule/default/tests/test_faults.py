@@ -252,7 +252,7 @@ def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, ex
     # Its lab answered last just before the kill (a health check every 3 s).
     assert 0 < ad["RemoteWallClockTime"] <= killed_at - start["time"] + 5, (ad, start, counted["history_wall"])
     report(
-        f"lost session {cluster}: counted {ad['RemoteWallClockTime']:.0f} s (the time the hub saw it run); "
+        f"lost session {cluster}: counted {ad['RemoteWallClockTime']:.1f} s (the time the hub saw it run); "
         f"HTCondor's wall time {counted['history_wall']} s"
     )
 

@@ -185,6 +185,55 @@ def test_a_job_from_the_lab_can_neither_claim_the_interactive_share_nor_another_
         hub.run(f"condor_rm {cluster}")
 
 
+STOLEN = "/tmp/stolen-tokens"
+
+
+def stolen_submit(hub) -> str:
+    """bob, on the access point, submits with only what he copied out of alice's lab: its tokens."""
+    return hub.run(
+        f"cd /tmp && runuser -u bob -- env _CONDOR_SEC_TOKEN_DIRECTORY={STOLEN} "
+        "_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS=IDTOKENS condor_submit -terse -a 'executable = /bin/true' "
+        "-a 'hold = true' -a 'queue' /dev/null"
+    )
+
+
+def test_a_token_copied_out_of_a_lab_and_one_fetched_with_it_are_refused_soon_after_the_session(campaign, browser, hub):
+    copy = (
+        "import os, subprocess\n"
+        "own = open(os.path.join(os.environ['_CONDOR_SEC_TOKEN_DIRECTORY'], 'session')).read().strip()\n"
+        "fetched = subprocess.run(['condor_token_fetch', '-lifetime', '3600'], capture_output=True, text=True)\n"
+        "print(own)\n"
+        "print(fetched.stdout.strip())\n"
+    )
+    own, fetched = in_lab(browser, "alice", copy).split()
+    hub.run(f"rm -rf {STOLEN} && install -d -o bob -m 0700 {STOLEN}")
+    for name, token in (("own", own), ("fetched", fetched)):
+        hub.run(f"umask 077 && printf '%s\\n' {shlex.quote(token)} > {STOLEN}/{name} && chown bob {STOLEN}/{name}")
+    held = []
+    try:
+        first = stolen_submit(hub)
+        assert first.rc == 0, f"while her session runs, the copies work: {first.stderr}"
+        held.append(first.stdout.split(".")[0])
+        browser("stop", "alice")
+        ended = time.monotonic()
+        lifetime = 60  # the test bed's jupyterhub_lab_token_lifetime and htcondor_user_session_duration
+        while (attempt := stolen_submit(hub)).rc == 0 and time.monotonic() - ended < 2 * lifetime + 30:
+            held.append(attempt.stdout.split(".")[0])
+            time.sleep(5)
+        refused_after = time.monotonic() - ended
+        assert attempt.rc != 0, f"still accepted {refused_after:.0f} s after the session ended"
+        assert refused_after <= 2 * lifetime, f"refused only {refused_after:.0f} s after the session ended"
+        print(
+            f"\n  [lab pool] copied tokens refused {refused_after:.0f} s after the session ended: {attempt.stderr[-200:]}"
+        )
+    finally:
+        hub.run(f"rm -rf {STOLEN}")
+        for cluster in held:
+            hub.run(f"condor_rm {shlex.quote(cluster)}")
+        # Her batch jobs went on meanwhile; the next tests use her lab again.
+        assert "ready_after" in browser("start", "alice", "180")
+
+
 def test_the_sweep_s_output_lands_in_alice_s_lab(campaign, browser, hub):
     sweep = campaign["alice"]["sweep"]
     assert wait_for(lambda: not jobs(hub, f"ClusterId == {sweep}"), 240, 5), "the sweep ended"
@@ -267,51 +316,3 @@ def test_bob_s_lab_token_can_neither_touch_alice_s_jobs_nor_read_her_sandbox(cam
     assert fetched["rc"] != 0 or "started on" not in fetched["out"], fetched
     ad = json.loads(hub.check_output(f"condor_q -json {target} -attributes JobStatus,JobPrio"))[0]
     assert ad["JobStatus"] == 2 and ad.get("JobPrio", 0) == 0, (ad, attempts)
-
-
-STOLEN = "/tmp/stolen-tokens"
-
-
-def stolen_submit(hub) -> str:
-    """bob, on the access point, submits with only what he copied out of alice's lab: its tokens."""
-    return hub.run(
-        f"cd /tmp && runuser -u bob -- env _CONDOR_SEC_TOKEN_DIRECTORY={STOLEN} "
-        "_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS=IDTOKENS condor_submit -terse -a 'executable = /bin/true' "
-        "-a 'hold = true' -a 'queue' /dev/null"
-    )
-
-
-def test_a_token_copied_out_of_a_lab_and_one_fetched_with_it_are_refused_soon_after_the_session(campaign, browser, hub):
-    hub.run(f"condor_rm {campaign['alice']['wn1']} {campaign['alice']['wn2']}")  # done with them
-    copy = (
-        "import os, subprocess\n"
-        "own = open(os.path.join(os.environ['_CONDOR_SEC_TOKEN_DIRECTORY'], 'session')).read().strip()\n"
-        "fetched = subprocess.run(['condor_token_fetch', '-lifetime', '3600'], capture_output=True, text=True)\n"
-        "print(own)\n"
-        "print(fetched.stdout.strip())\n"
-    )
-    own, fetched = in_lab(browser, "alice", copy).split()
-    hub.run(f"rm -rf {STOLEN} && install -d -o bob -m 0700 {STOLEN}")
-    for name, token in (("own", own), ("fetched", fetched)):
-        hub.run(f"umask 077 && printf '%s\\n' {shlex.quote(token)} > {STOLEN}/{name} && chown bob {STOLEN}/{name}")
-    held = []
-    try:
-        first = stolen_submit(hub)
-        assert first.rc == 0, f"while her session runs, the copies work: {first.stderr}"
-        held.append(first.stdout.split(".")[0])
-        browser("stop", "alice")
-        ended = time.monotonic()
-        lifetime = 60  # the test bed's jupyterhub_lab_token_lifetime and htcondor_user_session_duration
-        while (attempt := stolen_submit(hub)).rc == 0 and time.monotonic() - ended < 2 * lifetime + 30:
-            held.append(attempt.stdout.split(".")[0])
-            time.sleep(5)
-        refused_after = time.monotonic() - ended
-        assert attempt.rc != 0, f"still accepted {refused_after:.0f} s after the session ended"
-        assert refused_after <= 2 * lifetime, f"refused only {refused_after:.0f} s after the session ended"
-        print(
-            f"\n  [lab pool] copied tokens refused {refused_after:.0f} s after the session ended: {attempt.stderr[-200:]}"
-        )
-    finally:
-        hub.run(f"rm -rf {STOLEN}")
-        for cluster in held:
-            hub.run(f"condor_rm {shlex.quote(cluster)}")
