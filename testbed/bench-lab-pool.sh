@@ -85,10 +85,10 @@ measure() {  # phase
     sleep 3
     local log
     log=$(hub journalctl -u jupyterhub --since "$since" --no-pager -o cat)
-    issue+=("$(grep -m1 'POST /hub/api/condorlab/token' <<<"$log" | sed -E 's/.* ([0-9.]+)ms$/\1/')")
+    issue+=("$(awk '/POST \/hub\/api\/condorlab\/token/ && !n++ {sub(/ms$/, "", $NF); print $NF}' <<<"$log")")
     after+=("$(client run "$user" "$pw" 'import os, time; p = os.path.join(os.environ["_CONDOR_SEC_TOKEN_DIRECTORY"], "session"); print(os.stat(p).st_mtime)' 60 | field '["stdout"]')")
     local ready_at
-    ready_at=$(hub journalctl -u jupyterhub --since "$since" --no-pager -o short-unix | grep -m1 "User $user took" | cut -d' ' -f1)
+    ready_at=$(hub journalctl -u jupyterhub --since "$since" --no-pager -o short-unix | awk -v u="User $user took" 'index($0, u) && !n++ {print $1}')
     after[-1]=$(python3 -c "print(round(${after[-1]} - $ready_at, 2))")
     [[ $i -lt $runs ]] && client stop "$user" "$pw" >/dev/null
   done
@@ -97,7 +97,7 @@ measure() {  # phase
   stats "first token: hub's time to issue it" ms "${issue[@]}"
   stats "first token held by the lab, after the session was ready (negative: before)" s "${after[@]}"
   local lab ap
-  lab=$(client run "$user" "$pw" "$LAB_QUERIES" 120 | field '["stdout"]' | tail -1 | python3 -c 'import json,sys; print(" ".join(map(str, json.load(sys.stdin))))')
+  lab=$(client run "$user" "$pw" "$LAB_QUERIES" 120 | field '["stdout"].strip().splitlines()[-1]' | python3 -c 'import json,sys; print(" ".join(map(str, json.load(sys.stdin))))')
   ap=$(ap_queries)
   # shellcheck disable=SC2086
   stats "condor_q -totals from the lab" s $lab
