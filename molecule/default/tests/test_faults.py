@@ -62,8 +62,9 @@ def started(client, user: str, options: dict | None = None) -> dict:
 
 
 def records(hub, user: str) -> list[dict]:
+    """The user's session starts and stops the hub recorded (not the ids of the pool tokens it gave)."""
     lines = hub.file("/var/lib/jupyterhub/accounting/sessions.jsonl").content_string.splitlines()
-    return [r for r in map(json.loads, lines) if r.get("user") == user]
+    return [r for r in map(json.loads, lines) if r.get("user") == user and r.get("event") in ("start", "stop")]
 
 
 def node_of(job: dict) -> str:
