@@ -32,7 +32,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -108,10 +108,9 @@ class Usage:
         self.users.add(ad.get("Owner", "?"))
 
 
-def recorded_sessions(path: str) -> dict[tuple[str, int], dict]:
-    """The session starts the hub recorded: (user, cluster) -> the start record, with the session's
-    stop record under "ended" where the hub recorded one."""
-    sessions, stops = {}, {}
+def _entries(path: str) -> Iterator[dict]:
+    """The records in the hub's JSON-lines file (SessionRecorder), skipping lines that are not one; none
+    if there is no file yet."""
     try:
         with open(path) as handle:
             for line in handle:
@@ -119,14 +118,21 @@ def recorded_sessions(path: str) -> dict[tuple[str, int], dict]:
                     entry = json.loads(line)
                 except ValueError:
                     continue
-                if not isinstance(entry, dict):
-                    continue
-                job = str(entry.get("job") or "").split(".")[0]
-                if job.isdigit() and entry.get("event") in ("start", "stop"):
-                    into = sessions if entry["event"] == "start" else stops
-                    into[(str(entry.get("user")), int(job))] = entry
+                if isinstance(entry, dict):
+                    yield entry
     except FileNotFoundError:
-        pass
+        return
+
+
+def recorded_sessions(path: str) -> dict[tuple[str, int], dict]:
+    """The session starts the hub recorded: (user, cluster) -> the start record, with the session's
+    stop record under "ended" where the hub recorded one."""
+    sessions, stops = {}, {}
+    for entry in _entries(path):
+        job = str(entry.get("job") or "").split(".")[0]
+        if job.isdigit() and entry.get("event") in ("start", "stop"):
+            into = sessions if entry["event"] == "start" else stops
+            into[(str(entry.get("user")), int(job))] = entry
     for key, stop in stops.items():
         if key in sessions:
             sessions[key] = {**sessions[key], "ended": stop}
@@ -167,19 +173,11 @@ def record_token(path: str, user: str, job: str, token: str, log=None) -> None:
 
 def recorded_tokens(path: str) -> dict[str, str]:
     """The ids of the pool tokens the hub gave labs: token id -> its user."""
-    tokens = {}
-    try:
-        with open(path) as handle:
-            for line in handle:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(entry, dict) and entry.get("event") == "token" and entry.get("token_id"):
-                    tokens[str(entry["token_id"])] = str(entry.get("user"))
-    except FileNotFoundError:
-        pass
-    return tokens
+    return {
+        str(entry["token_id"]): str(entry.get("user"))
+        for entry in _entries(path)
+        if entry.get("event") == "token" and entry.get("token_id")
+    }
 
 
 def _number(value) -> float | None:
