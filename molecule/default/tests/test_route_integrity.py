@@ -145,11 +145,12 @@ def test_a_port_alice_s_lab_lets_go_of_never_routes_her_to_bob(browser, hub, exe
             browser("stop", "alice")
 
 
-# Attributes bob must not change on his own session job, with the value he tries.
+# Attributes bob must not change on his own session job, with the value he tries (the CPU time and
+# start count the shadow reports stay editable: htcondor_shadow_job_attrs).
 PROTECTED = {
     "RemoteWallClockTime": "-360",
-    "RemoteUserCpu": "-100",
-    "NumJobStarts": "0",
+    "CumulativeSlotTime": "-360",
+    "JobCurrentStartDate": "0",
     "JobStatus": "1",
     "RemoteHost": '"slot1@evil"',
     "CondorlabSession": "false",

@@ -106,6 +106,14 @@ def test_the_accounting_report_counts_a_finished_session(browser, hub):
     sessions = [r for r in records if r["user"] == "carol" and r["event"] in ("start", "stop")]
     assert [r["event"] for r in sessions[-2:]] == ["start", "stop"]
     assert all(r["group"] == "astro" for r in sessions)
+    # What the shadow reported of her job reached the queue: its CPU time (a lab's start alone takes
+    # some) and its one start, with none of its reports refused by the access point.
+    cluster = sessions[-1]["job"]
+    usage = hub.check_output(f"condor_history {cluster} -limit 1 -af RemoteUserCpu RemoteSysCpu NumJobStarts")
+    user_cpu, sys_cpu, starts = (float(value) for value in usage.split())
+    assert user_cpu + sys_cpu > 0 and starts == 1, usage
+    refused = hub.run(f"grep -c 'protected attribute denied.* in job {cluster}\\.0' /var/log/condor/SchedLog")
+    assert refused.stdout.strip() == "0", refused.stdout
 
 
 def test_the_accounting_report_playbook_fetches_a_csv_a_plot_and_a_page(tmp_path):
