@@ -241,14 +241,16 @@ def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, ex
         f"{followed:.1f} s, its slots were in the pool after {back:.1f} s, a session job ran there {runs:.1f} s later"
     )
     # The accounting counts the lost session for the time the hub saw its lab run, not HTCondor's wall
-    # time (which holds the shadow's wait for the dead node), and does not drop it as impossible.
-    # The hub removed its job; with the node gone, the job leaves the queue when its shadow gives up (the
-    # job lease, 40 minutes by default), or at once when an administrator forces it out, as here.
+    # time, and does not drop it as impossible. The hub removed its job; with the node gone, the job
+    # leaves the queue when its shadow gives up (the job lease, 40 minutes by default: its wall time then
+    # holds the shadow's wait, longer than the job's life in the queue), or at once when an administrator
+    # forces it out, as here (its wall time is then what the shadow last reported). Forced out, it enters
+    # the history with that moment as its EnteredCurrentStatus: the period asked for runs a minute on.
     cluster = job["ClusterId"]
     hub.run(f"condor_rm -forcex {cluster}")
     assert wait_for(lambda: hub.check_output(f"condor_history {cluster} -limit 1 -af ClusterId"), 60, 2), "in history"
     counted = json.loads(
-        hub.check_output(f"{HUB_PYTHON} - {killed_at - 3600} {time.time()} {cluster} <<'EOF'\n{COUNTED}\nEOF")
+        hub.check_output(f"{HUB_PYTHON} - {killed_at - 3600} {time.time() + 60} {cluster} <<'EOF'\n{COUNTED}\nEOF")
     )
     assert not [w for w in counted["warnings"] if f"job {cluster} " in w], counted
     (ad,) = counted["kept"]
@@ -258,7 +260,6 @@ def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, ex
     # From the recorded start to the first health check that found the node gone (a check every 3 s).
     assert abs(ad["RemoteWallClockTime"] - (stop["last_seen"] - start["time"])) < 0.01, (ad, mine)
     assert stop["last_seen"] - killed_at < 30, (stop, killed_at)
-    assert ad["RemoteWallClockTime"] < max(counted["history_wall"]), (ad, counted)
     report(
         f"lost session {cluster}: counted {ad['RemoteWallClockTime']:.1f} s (the time the hub saw it run); "
         f"HTCondor's wall time {counted['history_wall']} s"
