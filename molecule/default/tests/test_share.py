@@ -124,11 +124,19 @@ def test_batch_jobs_never_take_the_share(batch_busy, hub, cm):
     assert free > 0, "the share had room all along"
 
 
-def interactive_cycles(cm) -> int:
-    """How many cycles the interactive negotiator has finished (its own log; its collector ad is
+def cycles(cm, log: str) -> tuple[int, int]:
+    """How many cycles a negotiator has started and finished, from its own log (its collector ad is
     updated only every NEGOTIATOR_UPDATE_INTERVAL)."""
-    out = cm.run("grep -c 'Finished Negotiation Cycle' /var/log/condor/NegotiatorInteractiveLog").stdout.strip()
-    return int(out) if out.isdigit() else 0
+    counts = []
+    for mark in ("Started", "Finished"):
+        out = cm.run(f"grep -c '{mark} Negotiation Cycle' /var/log/condor/{log}").stdout.strip()
+        counts.append(int(out) if out.isdigit() else 0)
+    return counts[0], counts[1]
+
+
+def interactive_cycles(cm) -> int:
+    """How many cycles the interactive negotiator has finished."""
+    return cycles(cm, "NegotiatorInteractiveLog")[1]
 
 
 def test_a_job_marked_as_a_session_by_hand_cannot_hold_the_share(hub, cm):
@@ -209,8 +217,8 @@ def test_the_pending_page_names_the_share_and_the_place(batch_busy, share_full, 
 
 
 def test_only_a_profile_that_allows_it_falls_back_to_a_batch_slot(share_full, browser, hub, cm):
-    # The batch slots are free (bob's batch jobs go); the share is full. alice waits through more
-    # than one cycle of the batch negotiator (60 s) without taking a batch slot.
+    # The batch slots are free (bob's batch jobs go); the share is full. alice waits through a whole
+    # cycle of the batch negotiator (every 60 s) without taking a batch slot.
     hub.run("condor_rm bob -constraint 'CondorlabSession =!= true'")
     assert wait_for(lambda: not jobs(hub, 'Owner == "bob" && CondorlabSession =!= true'), 60)
 
@@ -222,18 +230,27 @@ def test_only_a_profile_that_allows_it_falls_back_to_a_batch_slot(share_full, br
 
     assert wait_for(lambda: batch_cpus_free() == 2, 400, interval=5), "the collector shows both batch cores free"
     # carol (astro/quick) starts while alice waits: she takes one batch core at the batch negotiator's
-    # next cycle, and the other stays free through alice's wait.
-    with ThreadPoolExecutor(max_workers=1) as background:
+    # next cycle, and the other stays free through a whole cycle that began after alice's job was queued.
+    waiting = 'Owner == "alice" && CondorlabSession =?= true'
+    with ThreadPoolExecutor(max_workers=2) as background:
         carol = background.submit(browser, "start", "carol", "150", json.dumps({"profile": "astro/quick"}))
+        alice = background.submit(browser, "progress", "alice", "150", json.dumps({"profile": "physics/small"}))
         try:
-            alice = browser("progress", "alice", "75", json.dumps({"profile": "physics/small"}))
             try:
-                assert alice["start_status"] in (201, 202), alice
-                (job,) = jobs(hub, 'Owner == "alice" && CondorlabSession =?= true')
+                assert wait_for(lambda: jobs(hub, waiting), 30), "alice's session job is queued"
+                started_before, _ = cycles(cm, "NegotiatorLog")
+
+                def a_whole_cycle_since() -> bool:
+                    started, finished = cycles(cm, "NegotiatorLog")
+                    return started > started_before and finished >= started
+
+                assert wait_for(a_whole_cycle_since, 90, interval=2), "the batch negotiator cycles"
+                (job,) = jobs(hub, waiting)
                 assert job["JobStatus"] == 1, "physics/small waits for the share although batch slots are free"
                 assert batch_cpus_free() >= 1, "a batch core stayed free while alice waited"
             finally:
                 browser("stop", "alice")
+            assert alice.result()["start_status"] in (201, 202), alice.result()
             started = carol.result()
             assert "ready_after" in started, started
             (job,) = jobs(hub, 'Owner == "carol" && CondorlabSession =?= true && JobStatus == 2 && RequestCpus == 1')

@@ -1,5 +1,5 @@
-"""User groups from the inventory: profiles, limits, accounting groups, the accounting report,
-and a group added by an inventory edit alone."""
+"""User groups from the inventory: profiles, limits, accounting groups and the accounting report
+(a group added by an inventory edit alone: test_site_playbook.py)."""
 
 from __future__ import annotations
 
@@ -156,75 +156,3 @@ def test_a_user_whose_name_has_a_dot_starts_and_reaches_a_session(hub, outsider)
         stopped = client("stop", "erin.lee")
     assert "stopped_after" in stopped, stopped
     assert not hub.file("/home/erin.lee/.condorlab/sessions/default/session.json").exists, "secrets cleaned"
-
-
-# ---- a third group, added by an inventory edit only --------------------------------
-
-THIRD = {
-    # A group the directory does not have, with local accounts (the local_users
-    # role, for sites without a directory) next to the directory's users.
-    "local_users_groups": [{"name": "gw", "gid": 3003}],
-    "local_users_accounts": [{"name": "dave", "uid": 2004, "groups": ["gw"], "comment": "Dave (gravitational waves)"}],
-    "condorlab_user_groups": [
-        {
-            "name": "physics",
-            "unix_groups": ["physics"],
-            "quota": {"dynamic": 0.4},
-            "profiles": [
-                {"name": "small", "cpus": 1, "memory": "512MB", "walltime": "2h"},
-                {"name": "double", "cpus": 2, "memory": "1GB", "walltime": "1h"},
-            ],
-        },
-        {
-            "name": "astro",
-            "unix_groups": ["astro"],
-            "accounting_group": "group_astro",
-            "quota": {"dynamic": 0.4},
-            "profiles": [{"name": "quick", "cpus": 1, "memory": "384MB", "walltime": "30m"}],
-        },
-        {
-            "name": "gw",
-            "unix_groups": ["gw"],
-            "quota": {"dynamic": 0.2},
-            "profiles": [{"name": "blink", "label": "One-minute lab", "cpus": 1, "memory": "256MB", "walltime": "1m"}],
-        },
-    ],
-}
-
-
-def test_a_third_group_works_after_an_inventory_edit_and_a_converge(hub, cm, outsider):
-    run = run_playbook("site.yml", "-e", json.dumps(THIRD), timeout=900)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    assert "group_gw" in cm.check_output("condor_config_val GROUP_NAMES")
-    assert "* dave group_gw" in hub.file("/etc/condor/condorlab-accounting.map").content_string
-
-    client = hub_client(outsider, hub, set_passwords(hub, ["dave"]))
-
-    def dave(command: str, *args: str) -> dict:
-        return client(command, "dave", *args)
-
-    form = dave("get", "/hub/spawn")["text"]
-    assert 'value="gw/blink"' in form and "physics/" not in form and "astro/" not in form
-    started = dave("start", "180")
-    assert "ready_after" in started, started
-    ad = session_ad(hub, "dave")
-    assert ad["AcctGroup"] == "group_gw" and ad["CondorlabWalltime"] == 60
-    assert "> 360" in hub.check_output(f"condor_q {ad['ClusterId']} -af:r PeriodicHold"), "HTCondor's backstop"
-    body = '{"type": "file", "format": "text", "content": "kept"}'
-    saved = dave("put", "/user/dave/api/contents/before-walltime.txt", body)
-    assert saved["status"] in (200, 201), saved
-
-    # At the profile's walltime the hub ends the session as a stop does: the
-    # job ends normally and dave's work comes back (he has no shared area).
-    def ended():
-        model = json.loads(dave("get", "/hub/api/users/dave")["text"])
-        return not model.get("servers") and not model.get("pending")
-
-    assert wait_for(ended, timeout=180, interval=5), "the one-minute session did not end"
-    assert wait_for(
-        lambda: hub.run(f"condor_history {ad['ClusterId']} -limit 1 -af ExitCode").stdout.strip() == "0", 60
-    )
-    assert hub.file("/home/dave/condorlab/before-walltime.txt").content_string == "kept"
-    lines = hub.file("/var/lib/jupyterhub/accounting/sessions.jsonl").content_string.splitlines()
-    last = [r for r in map(json.loads, lines) if r["event"] in ("start", "stop")][-1]  # not a token's id
-    assert (last["user"], last["event"], last["reason"]) == ("dave", "stop", "walltime")
