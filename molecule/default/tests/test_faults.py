@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import HUB_SETTINGS, hub_client, set_passwords, wait_for
 
-USERS = ("alice", "bob", "carol", "erin.lee", "judy")
+USERS = ("alice", "bob", "carol", "erin.lee", "judy", "pat")
 
 
 @pytest.fixture(scope="module")
@@ -285,8 +285,8 @@ IN_USE = 90  # seconds judy's lab is used, half again the trial group's 60 s idl
 @pytest.fixture(scope="module")
 def judy_in_use(client):
     """judy's session (user group trial: ended after 60 s without activity), used by a client in the
-    background for half again that long, while the next tests run; returns its start and the client's
-    result."""
+    background for half again that long while the next tests run, then left idle until the last test;
+    returns its start and the client's result."""
     result = started(client, "judy")
     said, used = client.background("watch", "judy", str(IN_USE), "/user/judy/api/contents", "", "8")
     assert wait_for(lambda: "watching" in said(), 60), said()
@@ -339,27 +339,6 @@ def test_orphaned_session_jobs_are_swept_and_the_hub_s_own_kept(client, hub, rep
         hub.run(f"condor_rm {orphan}")
         client("stop", "bob")
     assert own
-
-
-def test_a_session_in_use_is_kept_and_an_idle_one_ended_like_a_stop(client, hub, judy_in_use, report):
-    result, used = judy_in_use
-    # In use (a request every 8 s, by cookie and by token) for half again the trial group's 60 s
-    # idle timeout, while the tests above ran: the culler leaves it alone.
-    seen = used(IN_USE + 60)
-    assert seen["failures"] == [] and seen["last"] - seen["first"] >= IN_USE, seen
-    assert sum(seen["answers"]["cookie"].values()) >= IN_USE // 10, seen
-    assert servers(client, "judy").get("", {}).get("ready"), "kept while in use"
-    assert wait_for(lambda: not servers(client, "judy"), 240, interval=3), "the trial group's culler ends it"
-    report(
-        f"session in use for {IN_USE} s kept; idle session ended {time.time() - seen['last_request']:.1f} s after "
-        "its last use (idle timeout 60 s)"
-    )
-    stop = records(hub, "judy")[-1]
-    assert (stop["event"], stop["reason"]) == ("stop", "idle"), stop
-    assert not session_jobs(hub, "judy", "JobStatus != 3"), "the job ended (its files came back)"
-    form = client("get", "judy", "/hub/spawn")["text"]
-    assert "nobody used it for 1 minute, the idle limit of user group trial" in form, form[-2000:]
-    assert result
 
 
 @pytest.fixture(scope="module")
@@ -438,13 +417,13 @@ def test_a_condor_restart_leaves_every_session_running(client, hub, cm, four_ses
 
 
 def test_a_start_while_the_central_manager_is_down_waits_and_then_succeeds(client, hub, cm, report):
-    client("stop", "judy")
+    client("stop", "pat")
     down = 30
     cm.check_output("systemctl stop condor")
     try:
-        _, result = client.background("start", "judy", "290")
+        _, result = client.background("start", "pat", "290")
         time.sleep(down)
-        pending = servers(client, "judy").get("", {}).get("pending")
+        pending = servers(client, "pat").get("", {}).get("pending")
     finally:
         cm.check_output("systemctl start condor")
     upped = time.monotonic()
@@ -457,7 +436,7 @@ def test_a_start_while_the_central_manager_is_down_waits_and_then_succeeds(clien
             f"request, {time.monotonic() - upped:.1f} s or less after the central manager came back"
         )
     finally:
-        client("stop", "judy")
+        client("stop", "pat")
 
 
 def test_a_session_over_its_memory_is_held_and_its_user_told_why(client, hub, report):
@@ -492,3 +471,25 @@ def test_a_session_over_its_memory_is_held_and_its_user_told_why(client, hub, re
         f"memory over the request (256 MB, {kernels} kernels started): session ended {ended:.1f} s later, "
         f"its slot free {freed:.1f} s after that"
     )
+
+
+def test_a_session_in_use_is_kept_and_an_idle_one_ended_like_a_stop(client, hub, judy_in_use, report):
+    """Last of the suite: judy's lab was used for half again the trial group's 60 s idle timeout, then
+    left idle while the tests above ran (a hub restart among them); the culler ended it."""
+    result, used = judy_in_use
+    seen = used(IN_USE + 60)
+    assert seen["failures"] == [] and seen["last"] - seen["first"] >= IN_USE, seen
+    assert sum(seen["answers"]["cookie"].values()) >= IN_USE // 10, seen
+    assert wait_for(lambda: not servers(client, "judy"), 240, interval=3), "the trial group's culler ends it"
+    stop = records(hub, "judy")[-1]
+    assert (stop["event"], stop["reason"]) == ("stop", "idle"), stop
+    # Kept while in use and for the idle timeout after its last use, not ended before.
+    idle = stop["time"] - seen["last_request"]
+    assert idle >= 60, (stop, seen)
+    report(
+        f"session in use for {IN_USE} s kept; idle session ended {idle:.1f} s after its last use (idle timeout 60 s)"
+    )
+    assert not session_jobs(hub, "judy", "JobStatus != 3"), "the job ended (its files came back)"
+    form = client("get", "judy", "/hub/spawn")["text"]
+    assert "nobody used it for 1 minute, the idle limit of user group trial" in form, form[-2000:]
+    assert result
