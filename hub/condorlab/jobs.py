@@ -52,6 +52,14 @@ class State(Enum):
 # HTCondor's HoldReasonCode for a job that went over its memory (or another
 # resource) limit: JobOutOfResources; and for a job the startd's policy held
 # (the share's memory policy gives it MEMORY_HOLD_SUBCODE).
+# Seconds after which a session job still waiting gets one reschedule of its own.
+# The seal's reschedule can be lost: the schedd publishes the released job at
+# most once a second (SCHEDD_MIN_INTERVAL), and a negotiation cycle already
+# under way, which still reads the submitter ad without it, clears the
+# schedd's pending reschedule when it contacts the schedd; the job would then
+# wait for the interactive negotiator's next cycle.
+SECOND_LOOK_AFTER = 3.0
+
 OUT_OF_RESOURCES = 34
 STARTD_HELD = 21
 
@@ -211,7 +219,9 @@ class JobStatusCache:
     cache asks the schedd for a reschedule at most that often: the schedd sends
     its submitter ads to the collector again and asks for a negotiation. A
     central manager that restarted has lost those ads, and the schedd alone
-    sends them only every SCHEDD_INTERVAL (5 minutes by default).
+    sends them only every SCHEDD_INTERVAL (5 minutes by default). Each session
+    job still waiting SECOND_LOOK_AFTER seconds after it was queued also gets
+    one reschedule of its own, in case the seal's was lost.
 
     Nodes on which a session was lost (node_lost) are left out of the share's
     view and named by avoided_nodes() for new submissions, until the collector
@@ -235,6 +245,7 @@ class JobStatusCache:
         self._reschedule = reschedule or (_default_reschedule if query is None else (lambda: None))
         self.reschedule_after = reschedule_after
         self._rescheduled = float("-inf")
+        self._looked_again: set[str] = set()  # waiting jobs that had their second look
         self._rescheduling: asyncio.Future | None = None
         self.reschedules = 0
         self.avoid_for = avoid_for
@@ -313,14 +324,20 @@ class JobStatusCache:
             self._fetched = time.monotonic()
 
     def _reschedule_waiting(self) -> None:
-        """Ask for a reschedule in the background (never under the cache's lock) when a session waits long."""
+        """Ask for a reschedule in the background (never under the cache's lock) when a session waits long,
+        or waits still at its second look."""
         now = time.time()
-        waiting = [i for i in self._jobs.values() if i.state == State.IDLE and i.starts == 0]
-        if not any(now - i.queued_at > self.reschedule_after for i in waiting):
+        waiting = {job: i for job, i in self._jobs.items() if i.state == State.IDLE and i.starts == 0}
+        self._looked_again &= waiting.keys()
+        second_look = {job for job, i in waiting.items() if now - i.queued_at > SECOND_LOOK_AFTER} - self._looked_again
+        periodic = any(now - i.queued_at > self.reschedule_after for i in waiting.values()) and (
+            time.monotonic() - self._rescheduled >= self.reschedule_after
+        )
+        if not (second_look or periodic):
             return
-        if time.monotonic() - self._rescheduled < self.reschedule_after:
-            return
-        self._rescheduled = time.monotonic()
+        self._looked_again |= second_look
+        if periodic:
+            self._rescheduled = time.monotonic()
         self.reschedules += 1
         self._rescheduling = asyncio.ensure_future(self._reschedule_now())
 

@@ -106,32 +106,64 @@ def test_a_collector_that_does_not_answer_leaves_the_share_unknown():
     assert not cache.share.known and cache.share.slots == ()
 
 
-def test_a_session_waiting_long_asks_for_a_reschedule_at_most_once_a_period(monkeypatch):
+def waiting_session(monkeypatch, queued_at: float):
+    """A cache watching one waiting session job (7.0) at a clock set to 1000 s: (queue, reschedules asked,
+    the clock, the cache, a look that waits for the reschedule it starts)."""
     now = [1000.0]
-    queue = [{"ClusterId": 7, "ProcId": 0, "JobStatus": 1, "QDate": 990}]
+    queue = [{"ClusterId": 7, "ProcId": 0, "JobStatus": 1, "QDate": queued_at}]
     asked = []
     cache = JobStatusCache(lambda: queue, reschedule=lambda: asked.append(1), reschedule_after=30, max_age=0)
     monkeypatch.setattr(time, "time", lambda: now[0])
 
-    async def look():
-        await cache.get("7")
-        if cache._rescheduling:
-            await cache._rescheduling
+    def look():
+        async def looking():
+            await cache.get("7")
+            if cache._rescheduling:
+                await cache._rescheduling
+                cache._rescheduling = None
 
-    run(look())
+        run(looking())
+
+    return queue, asked, now, cache, look
+
+
+def test_a_session_waiting_long_asks_for_a_reschedule_at_most_once_a_period(monkeypatch):
+    queue, asked, now, cache, look = waiting_session(monkeypatch, 990)
+    cache._looked_again.add("7.0")  # its second look is the next test's
+    look()
     assert asked == [], "queued 10 s ago: the submission's own reschedule is enough"
     now[0] = 1025
-    run(look())
+    look()
     assert asked == [1], "waiting 35 s: the schedd is asked again"
-    run(look())
+    look()
     assert asked == [1], "not again within the period"
     cache._rescheduled -= 31
-    run(look())
+    look()
     assert asked == [1, 1]
     queue[0]["JobStatus"] = 2
     cache._rescheduled -= 31
-    run(look())
+    look()
     assert asked == [1, 1], "nothing waits: nothing asked"
+
+
+def test_a_session_still_waiting_at_its_second_look_is_rescheduled_once(monkeypatch):
+    """The seal's reschedule can be lost to a negotiation cycle already under way (jobs.SECOND_LOOK_AFTER)."""
+    queue, asked, now, cache, look = waiting_session(monkeypatch, 999)
+    look()
+    assert asked == [], "queued a second ago: the seal's reschedule may yet serve"
+    now[0] = 1004
+    look()
+    assert asked == [1], "still waiting 5 s after it was queued: asked once more"
+    now[0] = 1010
+    look()
+    assert asked == [1], "once per job"
+    queue.append({"ClusterId": 8, "ProcId": 0, "JobStatus": 1, "QDate": 1005})
+    look()
+    assert asked == [1, 1], "a new session gets its own second look"
+    queue[:] = [{"ClusterId": 7, "ProcId": 0, "JobStatus": 2, "QDate": 999}]
+    now[0] = 1020
+    look()
+    assert asked == [1, 1] and cache._looked_again == set(), "a job that started is forgotten"
 
 
 def test_a_slow_or_failed_reschedule_holds_up_no_status_read():
