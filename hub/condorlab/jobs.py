@@ -49,9 +49,6 @@ class State(Enum):
     UNKNOWN = "unknown"  # the schedd did not answer: the job may well be alive
 
 
-# HTCondor's HoldReasonCode for a job that went over its memory (or another
-# resource) limit: JobOutOfResources; and for a job the startd's policy held
-# (the share's memory policy gives it MEMORY_HOLD_SUBCODE).
 # Seconds after which a session job still waiting gets one reschedule of its own.
 # The seal's reschedule can be lost: the schedd publishes the released job at
 # most once a second (SCHEDD_MIN_INTERVAL), and a negotiation cycle already
@@ -60,6 +57,9 @@ class State(Enum):
 # wait for the interactive negotiator's next cycle.
 SECOND_LOOK_AFTER = 3.0
 
+# HTCondor's HoldReasonCode for a job that went over its memory (or another
+# resource) limit: JobOutOfResources; and for a job the startd's policy held
+# (the share's memory policy gives it MEMORY_HOLD_SUBCODE).
 OUT_OF_RESOURCES = 34
 STARTD_HELD = 21
 
