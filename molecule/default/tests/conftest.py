@@ -160,6 +160,21 @@ def session_ad(hub, user: str) -> dict:
     return ads[0] if ads else {}
 
 
+# The hub's records of session starts and stops and of the pool tokens it gave labs (jupyterhub role).
+SESSION_RECORDS = "/var/lib/jupyterhub/accounting/sessions.jsonl"
+
+
+def session_records(hub, user: str | None = None) -> list[dict]:
+    """The session starts and stops the hub recorded, of one user or of all (not the ids of the pool
+    tokens it gave)."""
+    lines = hub.file(SESSION_RECORDS).content_string.splitlines()
+    return [
+        r
+        for r in map(json.loads, lines)
+        if r.get("event") in ("start", "stop") and (user is None or r.get("user") == user)
+    ]
+
+
 DIRECTORY_HOST = "cm"  # the container of the test bed's slapd (the `directory` group)
 
 

@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import HUB_SETTINGS, hub_client, set_passwords, wait_for
+from conftest import HUB_SETTINGS, hub_client, session_records, set_passwords, wait_for
 
 USERS = ("alice", "bob", "carol", "erin.lee", "judy", "pat")
 
@@ -59,12 +59,6 @@ def started(client, user: str, options: dict | None = None) -> dict:
     result = client("start", user, "120", *([json.dumps(options)] if options else []))
     assert "ready_after" in result, result
     return result
-
-
-def records(hub, user: str) -> list[dict]:
-    """The user's session starts and stops the hub recorded (not the ids of the pool tokens it gave)."""
-    lines = hub.file("/var/lib/jupyterhub/accounting/sessions.jsonl").content_string.splitlines()
-    return [r for r in map(json.loads, lines) if r.get("user") == user and r.get("event") in ("start", "stop")]
 
 
 def node_of(job: dict) -> str:
@@ -223,7 +217,9 @@ def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, ex
             f"{ready:.1f} s (its own start {again['ready_after']:.1f} s)"
         )
 
-        (stop,) = [r for r in records(hub, "alice") if r["event"] == "stop" and r["job"] == str(job["ClusterId"])]
+        (stop,) = [
+            r for r in session_records(hub, "alice") if r["event"] == "stop" and r["job"] == str(job["ClusterId"])
+        ]
         assert stop["reason"] == "node-lost", stop
     finally:
         client("stop", "alice")
@@ -254,7 +250,7 @@ def test_a_lost_node_is_noticed_and_the_user_can_start_again(client, hub, cm, ex
     )
     assert not [w for w in counted["warnings"] if f"job {cluster} " in w], counted
     (ad,) = counted["kept"]
-    mine = [r for r in records(hub, "alice") if r["job"] == str(cluster)]
+    mine = [r for r in session_records(hub, "alice") if r["job"] == str(cluster)]
     (start,) = [r for r in mine if r["event"] == "start"]
     (stop,) = [r for r in mine if r["event"] == "stop"]
     # From the recorded start to the first health check that found the node gone (a check every 3 s).
@@ -451,7 +447,7 @@ def test_a_session_over_its_memory_is_held_and_its_user_told_why(client, hub, re
         time.sleep(3)
     assert wait_for(lambda: not servers(client, "bob"), 150, interval=2), "the hub ends the held session"
     ended = time.monotonic() - grown
-    (stop,) = [r for r in records(hub, "bob") if r["event"] == "stop" and r["job"] == str(job["ClusterId"])]
+    (stop,) = [r for r in session_records(hub, "bob") if r["event"] == "stop" and r["job"] == str(job["ClusterId"])]
     assert stop["reason"] == "memory", stop
     # Held by the share's own policy (the test bed's containers have no cgroup limit to do it).
     assert (stop["hold_code"], stop["hold_subcode"]) == (21, 102), stop
@@ -481,7 +477,7 @@ def test_a_session_in_use_is_kept_and_an_idle_one_ended_like_a_stop(client, hub,
     assert seen["failures"] == [] and seen["last"] - seen["first"] >= IN_USE, seen
     assert sum(seen["answers"]["cookie"].values()) >= IN_USE // 10, seen
     assert wait_for(lambda: not servers(client, "judy"), 240, interval=3), "the trial group's culler ends it"
-    stop = records(hub, "judy")[-1]
+    stop = session_records(hub, "judy")[-1]
     assert (stop["event"], stop["reason"]) == ("stop", "idle"), stop
     # Kept while in use and for the idle timeout after its last use, not ended before.
     idle = stop["time"] - seen["last_request"]

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import hub_client, run_playbook, session_ad, set_passwords, wait_for
+from conftest import hub_client, run_playbook, session_ad, session_records, set_passwords, wait_for
 
 POOL_HOSTS = ("cm", "hub", "wn1", "wn2")
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
@@ -237,8 +237,7 @@ def test_a_new_group_works_after_an_inventory_edit_and_a_converge(edited, check_
         lambda: hub.run(f"condor_history {ad['ClusterId']} -limit 1 -af ExitCode").stdout.strip() == "0", 60
     )
     assert hub.file("/home/dave/condorlab/before-walltime.txt").content_string == "kept"
-    lines = hub.file("/var/lib/jupyterhub/accounting/sessions.jsonl").content_string.splitlines()
-    last = [r for r in map(json.loads, lines) if r["event"] in ("start", "stop")][-1]  # not a token's id
+    last = session_records(hub)[-1]
     assert (last["user"], last["event"], last["reason"]) == ("dave", "stop", "walltime")
 
 

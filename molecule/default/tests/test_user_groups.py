@@ -12,7 +12,7 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import hub_client, run_playbook, session_ad, set_passwords, wait_for
+from conftest import hub_client, run_playbook, session_ad, session_records, set_passwords, wait_for
 
 
 def test_each_user_sees_only_their_groups_profiles(browser):
@@ -98,12 +98,8 @@ def test_the_accounting_report_counts_a_finished_session(browser, hub):
     assert 0 < wall <= elapsed + 5, (wall, elapsed)
     table = hub.check_output(f"condorlab-accounting --since {day}")
     assert "group_astro" in table and "  carol" in table
-    records = [
-        json.loads(line)
-        for line in hub.file("/var/lib/jupyterhub/accounting/sessions.jsonl").content_string.splitlines()
-    ]
     # The session's start and stop (between them, the ids of the pool tokens her lab got).
-    sessions = [r for r in records if r["user"] == "carol" and r["event"] in ("start", "stop")]
+    sessions = session_records(hub, "carol")
     assert [r["event"] for r in sessions[-2:]] == ["start", "stop"]
     assert all(r["group"] == "astro" for r in sessions)
     # What the shadow reported of her job reached the queue: its CPU time (a lab's start alone takes
