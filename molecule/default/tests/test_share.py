@@ -127,11 +127,11 @@ def test_batch_jobs_never_take_the_share(batch_busy, hub, cm):
 def cycles(cm, log: str) -> tuple[int, int]:
     """How many cycles a negotiator has started and finished, from its own log (its collector ad is
     updated only every NEGOTIATOR_UPDATE_INTERVAL)."""
-    counts = []
-    for mark in ("Started", "Finished"):
-        out = cm.run(f"grep -c '{mark} Negotiation Cycle' /var/log/condor/{log}").stdout.strip()
-        counts.append(int(out) if out.isdigit() else 0)
-    return counts[0], counts[1]
+    out = cm.run(
+        "awk '/Started Negotiation Cycle/ {s++} /Finished Negotiation Cycle/ {f++} END {print s+0, f+0}' "
+        f"/var/log/condor/{log}"
+    ).stdout.split()
+    return (int(out[0]), int(out[1])) if len(out) == 2 else (0, 0)
 
 
 def interactive_cycles(cm) -> int:
