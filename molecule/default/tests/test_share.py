@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import HUB_URL, chromium_login, wait_for
 
 SHARE = "CondorlabInteractive =?= true"
+SLOW_SPAWN_TIMEOUT = 10  # JupyterHub's default: a start still pending then is answered 202
 
 
 def jobs(hub, constraint: str) -> list[dict]:
@@ -235,6 +237,7 @@ def test_only_a_profile_that_allows_it_falls_back_to_a_batch_slot(share_full, br
     with ThreadPoolExecutor(max_workers=2) as background:
         carol = background.submit(browser, "start", "carol", "150", json.dumps({"profile": "astro/quick"}))
         alice = background.submit(browser, "progress", "alice", "150", json.dumps({"profile": "physics/small"}))
+        asked = time.monotonic()
         try:
             try:
                 assert wait_for(lambda: jobs(hub, waiting), 30), "alice's session job is queued"
@@ -248,6 +251,9 @@ def test_only_a_profile_that_allows_it_falls_back_to_a_batch_slot(share_full, br
                 (job,) = jobs(hub, waiting)
                 assert job["JobStatus"] == 1, "physics/small waits for the share although batch slots are free"
                 assert batch_cpus_free() >= 1, "a batch core stayed free while alice waited"
+                # JupyterHub answers a start still pending after its slow_spawn_timeout (10 s, 202): a stop
+                # before that would cut her start request short.
+                time.sleep(max(0.0, asked + SLOW_SPAWN_TIMEOUT + 1 - time.monotonic()))
             finally:
                 browser("stop", "alice")
             assert alice.result()["start_status"] in (201, 202), alice.result()
