@@ -183,6 +183,23 @@ def test_bob_cannot_edit_his_session_s_protected_attributes_and_the_report_stays
     assert float(bob["core_hours"]) >= 0
 
 
+def test_bob_cannot_edit_what_the_shadow_reports_of_alice_s_session(browser, hub):
+    """The CPU time and start count stay editable for a job's owner only (htcondor_shadow_job_attrs):
+    bob's edits of alice's session are refused and change nothing."""
+    started = browser("start", "alice", "180")
+    assert "ready_after" in started, started
+    try:
+        cluster = alice_job(hub)["ClusterId"]
+        for attr, value in (("RemoteUserCpu", 999999), ("NumJobStarts", 7), ("CommittedTime", 999999)):
+            edit = hub.run(f"cd /tmp && runuser -u bob -- condor_qedit {cluster} {attr} {value}")
+            assert edit.rc != 0, (attr, edit.stdout, edit.stderr)
+            # The shadow may report meanwhile: what counts is that bob's value is not there.
+            after = hub.check_output(f"condor_q {cluster} -af {attr}")
+            assert after == "undefined" or float(after) != value, (attr, after)
+    finally:
+        browser("stop", "alice")
+
+
 def test_a_session_whose_requests_bob_raised_is_ended(browser, hub):
     started = browser("start", "bob", "180")
     assert "ready_after" in started, started
