@@ -67,21 +67,43 @@ def pytest_sessionfinish(session):
         _FILE_SECONDS.clear()  # written once, however often the hook is registered
 
 
+# What a failed test's report carries, host by host: the hub's journal (its
+# successful requests left out, which a polling test floods it with), the
+# pool's slots and queue, the tails of the daemons' logs and the firewall's
+# host sets. Commands that fail (a host the test broke) say so and are skipped.
+_QUIET = r"log:192\] 20[0-9] |_xsrf_utils|\[ConfigProxy\] info: 20[0-9] "
+_FAILURE_DIAGNOSTICS = {
+    "hub": (
+        "journalctl -u jupyterhub -u condorlab-proxy --since -{since}s --no-pager -o short-precise"
+        f" | grep -v -E '{_QUIET}' | tail -n 120",
+        "condor_status -af Name State Activity Cpus MyAddress",
+        "condor_q -all -af ClusterId ProcId Owner JobStatus RemoteHost HoldReason",
+        "tail -n 40 /var/log/condor/SchedLog",
+        "nft list sets",
+    ),
+    "cm": ("tail -n 30 /var/log/condor/CollectorLog", "tail -n 30 /var/log/condor/NegotiatorLog", "nft list sets"),
+    "wn1": ("tail -n 30 /var/log/condor/StartLog",),
+    "wn2": ("tail -n 30 /var/log/condor/StartLog",),
+}
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """A failed test's report carries what the hub and its proxy logged meanwhile."""
+    """A test that failed, or whose fixture did, reports what the hub and the pool did meanwhile."""
     outcome = yield
     report = outcome.get_result()
-    if report.when == "call" and report.failed:
+    if report.when in ("setup", "call") and report.failed:
         since = int(report.duration) + 30
-        command = (
-            f"journalctl -u jupyterhub -u condorlab-proxy --since -{since}s --no-pager -o short-precise | tail -n 150"
-        )
-        try:
-            journal = _host("hub").run(command).stdout
-        except Exception as error:  # the hub's container may be the one the test broke
-            journal = f"(no journal: {error})"
-        report.sections.append(("the hub's journal during the test", journal))
+        for name, commands in _FAILURE_DIAGNOSTICS.items():
+            lines = []
+            for command in commands:
+                command = command.format(since=since)
+                try:
+                    output = _host(name).run(command).stdout
+                except Exception as error:  # the test may have broken this host's container
+                    output = f"(failed: {error})\n"
+                lines.append(f"$ {command}\n{output}")
+            report.sections.append((f"{name} when the test failed", "".join(lines)))
 
 
 def _load_connection_plugin():
