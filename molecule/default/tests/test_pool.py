@@ -96,14 +96,6 @@ def test_a_node_without_an_inbound_path_runs_jobs_through_the_collector_s_ccb(cm
     finally:
         wn2.run(f"nft delete table inet {UNREACHABLE}")
     back = time.monotonic()
-    # alice's job for wn2, queued at once: it runs there as soon as the node can be reached.
-    out = hub.check_output(
-        "cd /tmp && runuser -u alice -- condor_submit -terse -a 'executable = /bin/hostname' "
-        "-a 'transfer_executable = false' -a 'should_transfer_files = YES' -a 'request_memory = 64' "
-        "-a 'requirements = Machine == \"wn2\"' -a 'output = /tmp/ccb-probe.out' -a 'log = /tmp/ccb-probe.log' "
-        "-a 'queue' /dev/null"
-    )
-    cluster = out.split(".")[0]
 
     def new_startd_reachable():
         out = cm.check_output(
@@ -111,10 +103,19 @@ def test_a_node_without_an_inbound_path_runs_jobs_through_the_collector_s_ccb(cm
         )
         return out and all("CCBID" in address for address in out.splitlines())
 
+    # Its own CCB registration is retried after CCB_RECONNECT_TIME (60 s); its next update (30 s) carries it.
+    assert wait_for(new_startd_reachable, 120, interval=2), "the new startd advertises its CCB address"
+    reachable = time.monotonic() - back
+    # alice's job for wn2, queued once the node can be reached: matched before, it would wait for the
+    # connection to the address without CCB to time out (45 s) and for another negotiation cycle.
+    out = hub.check_output(
+        "cd /tmp && runuser -u alice -- condor_submit -terse -a 'executable = /bin/hostname' "
+        "-a 'transfer_executable = false' -a 'should_transfer_files = YES' -a 'request_memory = 64' "
+        "-a 'requirements = Machine == \"wn2\"' -a 'output = /tmp/ccb-probe.out' -a 'log = /tmp/ccb-probe.log' "
+        "-a 'queue' /dev/null"
+    )
+    cluster = out.split(".")[0]
     try:
-        # Its own CCB registration is retried after CCB_RECONNECT_TIME (60 s); its next update (30 s) carries it.
-        assert wait_for(new_startd_reachable, 120, interval=2), "the new startd advertises its CCB address"
-        reachable = time.monotonic() - back
         done = hub.run(f"cd /tmp && runuser -u alice -- condor_wait -wait 150 /tmp/ccb-probe.log {cluster}")
         assert done.rc == 0, done.stdout + done.stderr
         assert hub.file("/tmp/ccb-probe.out").content_string.strip() == "wn2"
