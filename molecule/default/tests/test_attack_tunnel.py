@@ -161,3 +161,17 @@ def test_the_flood_jobs_really_hold_the_ports(floods, execute_nodes):
     for node in execute_nodes:
         held = int(node.check_output("ss -Htln | wc -l"))
         assert held > 5000, f"{node.backend.name}: bob's job holds thousands of ports ({held})"
+
+
+def test_bob_on_a_node_without_an_inbound_path_cannot_command_its_startd(execute_nodes):
+    """wn2's startd listens on a port of its own (its own CCB registration, no inbound path): bob, whose
+    jobs share the node, reaches it there and is refused all the same."""
+    wn2 = execute_nodes[1]
+    address = wn2.check_output("head -1 /var/log/condor/.startd_address")
+    assert "sock=" not in address, f"the startd has its own port: {address}"
+    before = wn2.check_output("pgrep -x condor_startd")
+    vacate = bob_runs(wn2, f"condor_vacate -addr '{address}'")
+    assert vacate.rc != 0 and "DENIED" in vacate.stderr, (vacate.stdout, vacate.stderr)
+    off = bob_runs(wn2, f"condor_off -startd -fast -addr '{address}'")
+    assert off.rc != 0, (off.stdout, off.stderr)
+    assert wn2.check_output("pgrep -x condor_startd") == before, "the startd runs on, not restarted"
